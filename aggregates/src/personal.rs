@@ -1,0 +1,98 @@
+//! Personal data, designed to be shredded.
+//!
+//! Names, principal name and location never enter an event or a snapshot in clear text. The
+//! service seals them under a per-user key kept outside the log (the key store) and destroys that
+//! key at purge; the sealed bytes stay in the immutable log but can no longer be read. The domain
+//! only carries the sealed form and a keyed fingerprint of the principal name (for uniqueness).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::values::{Location, ParseError, PersonName, UserPrincipalName};
+
+/// A user's personal details in clear text: what the service seals and, while the key lives,
+/// unseals. Never part of an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PersonalDetails {
+    /// The user principal name.
+    pub user_principal_name: UserPrincipalName,
+    /// First name.
+    pub first_name: PersonName,
+    /// Last name.
+    pub last_name: PersonName,
+    /// Display name.
+    pub display_name: PersonName,
+    /// Location, when given.
+    pub location: Option<Location>,
+}
+
+/// Personal details sealed under the key `key_id` (the user's own key). Opaque to the domain.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SealedDetails {
+    /// The id of the key in the key store; the user id, so that purge finds it.
+    pub key_id: Uuid,
+    /// The sealed bytes (nonce and ciphertext), base64-encoded by the sealer.
+    pub ciphertext: String,
+}
+
+impl fmt::Debug for SealedDetails {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "SealedDetails(key {}, {} bytes)",
+            self.key_id,
+            self.ciphertext.len()
+        )
+    }
+}
+
+/// A keyed fingerprint (e.g. HMAC-SHA-256, hex) of a normalised user principal name: lets the
+/// tenant refuse duplicates without holding the name itself.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct PrincipalFingerprint(String);
+
+impl PrincipalFingerprint {
+    /// Parses 64 lower-case hex digits.
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        let lower = raw.trim().to_ascii_lowercase();
+        if lower.len() != 64 || !lower.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(ParseError::new(
+                "user_principal_name",
+                "fingerprint must be 64 hex digits",
+            ));
+        }
+        Ok(Self(lower))
+    }
+
+    /// The fingerprint as hex text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for PrincipalFingerprint {
+    type Error = ParseError;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        Self::parse(&value)
+    }
+}
+
+impl From<PrincipalFingerprint> for String {
+    fn from(value: PrincipalFingerprint) -> Self {
+        value.0
+    }
+}
+
+/// Where the notice of a password reset went, without the address when it is another one than
+/// the user's own (that address is personal data too, so only that one was given is recorded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResetNotice {
+    /// To the user's own principal name (the default).
+    OwnPrincipalName,
+    /// To an address the operator gave.
+    OtherAddress,
+}

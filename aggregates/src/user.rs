@@ -1,0 +1,414 @@
+//! A user of a customer tenant: sealed personal details, role, lifecycle (active, deleted and
+//! restorable for 30 days, purged) and a history of password resets without any secret.
+//!
+//! Its licences live in the tenant's register (the seat invariant needs them there); deleting,
+//! restoring and purging a user tell the tenant through [`crate::policy`].
+
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::error::{DomainError, Entity};
+use crate::personal::{ResetNotice, SealedDetails};
+use crate::rules::CommercialRules;
+use crate::values::UserRole;
+
+/// Where a user stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "status")]
+pub enum UserStatus {
+    /// In use.
+    Active,
+    /// Soft-deleted; restorable until `restorable_until`.
+    Deleted {
+        /// When it was deleted.
+        deleted_at: DateTime<Utc>,
+        /// The end of its restore window.
+        restorable_until: DateTime<Utc>,
+    },
+    /// Purged for good; its personal data is shredded.
+    Purged {
+        /// When.
+        purged_at: DateTime<Utc>,
+    },
+}
+
+impl UserStatus {
+    /// The status as one word.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Deleted { .. } => "deleted",
+            Self::Purged { .. } => "purged",
+        }
+    }
+}
+
+/// One password reset, as the log keeps it: when, and where the notice went. Never the password.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PasswordResetRecord {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Where the notice went.
+    pub notice: ResetNotice,
+}
+
+/// Commands to a user.
+#[derive(Debug, Clone, PartialEq)]
+pub enum UserCommand {
+    /// Creates the user from the tenant's registration (idempotent).
+    CreateUser {
+        /// The user's id.
+        user_id: Uuid,
+        /// Its tenant.
+        tenant_id: Uuid,
+        /// Sealed personal details.
+        details: SealedDetails,
+        /// Role.
+        role: UserRole,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// Changes personal details and/or role.
+    EditUser {
+        /// New sealed details, when they change.
+        details: Option<SealedDetails>,
+        /// New role, when it changes.
+        role: Option<UserRole>,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// Soft-deletes the user: its licences are released, it stays restorable for a while.
+    DeleteUser {
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// Restores a deleted user within its restore window, licences included.
+    RestoreUser {
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// Purges a deleted user once its restore window has closed (idempotent).
+    PurgeUser {
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// Records a password reset (the password itself is generated and shown by the service).
+    ResetPassword {
+        /// Where the notice goes.
+        notice: ResetNotice,
+        /// When.
+        at: DateTime<Utc>,
+    },
+}
+
+/// Events of a user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum UserEvent {
+    /// The user exists.
+    UserCreated {
+        /// Its id.
+        user_id: Uuid,
+        /// Its tenant.
+        tenant_id: Uuid,
+        /// Sealed personal details.
+        details: SealedDetails,
+        /// Role.
+        role: UserRole,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// Details or role changed.
+    UserEdited {
+        /// The tenant.
+        tenant_id: Uuid,
+        /// New sealed details, if changed.
+        details: Option<SealedDetails>,
+        /// New role, if changed.
+        role: Option<UserRole>,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// Soft-deleted.
+    UserDeleted {
+        /// The tenant.
+        tenant_id: Uuid,
+        /// When.
+        deleted_at: DateTime<Utc>,
+        /// The end of the restore window (and when the purge falls due).
+        restorable_until: DateTime<Utc>,
+    },
+    /// Restored within its window.
+    UserRestored {
+        /// The tenant.
+        tenant_id: Uuid,
+        /// When it had been deleted.
+        deleted_at: DateTime<Utc>,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// Purged: its key is to be destroyed, its details unreadable from now on.
+    UserPurged {
+        /// The tenant.
+        tenant_id: Uuid,
+        /// The key to destroy.
+        key_id: Uuid,
+        /// When.
+        at: DateTime<Utc>,
+    },
+    /// A password was reset; no secret is recorded.
+    PasswordReset {
+        /// The tenant.
+        tenant_id: Uuid,
+        /// Where the notice went.
+        notice: ResetNotice,
+        /// When.
+        at: DateTime<Utc>,
+    },
+}
+
+impl DomainEvent for UserEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::UserCreated { .. } => "UserCreated",
+            Self::UserEdited { .. } => "UserEdited",
+            Self::UserDeleted { .. } => "UserDeleted",
+            Self::UserRestored { .. } => "UserRestored",
+            Self::UserPurged { .. } => "UserPurged",
+            Self::PasswordReset { .. } => "PasswordReset",
+        }
+        .into()
+    }
+
+    fn event_version(&self) -> String {
+        "1".into()
+    }
+}
+
+/// The state of a created user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserState {
+    /// Its id.
+    pub user_id: Uuid,
+    /// Its tenant.
+    pub tenant_id: Uuid,
+    /// Sealed personal details (unreadable once purged).
+    pub details: SealedDetails,
+    /// Role.
+    pub role: UserRole,
+    /// Status.
+    pub status: UserStatus,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// Password resets, newest last.
+    pub password_resets: Vec<PasswordResetRecord>,
+}
+
+/// The user aggregate.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    /// `None` until created.
+    pub state: Option<UserState>,
+}
+
+impl User {
+    fn decide(
+        &self,
+        command: UserCommand,
+        rules: &CommercialRules,
+    ) -> Result<Option<UserEvent>, DomainError> {
+        if let UserCommand::CreateUser {
+            user_id,
+            tenant_id,
+            details,
+            role,
+            at,
+        } = command
+        {
+            return match &self.state {
+                Some(state) if state.user_id == user_id => Ok(None),
+                Some(_) => Err(DomainError::already_exists(Entity::User, user_id)),
+                None => Ok(Some(UserEvent::UserCreated {
+                    user_id,
+                    tenant_id,
+                    details,
+                    role,
+                    at,
+                })),
+            };
+        }
+        let state = self
+            .state
+            .as_ref()
+            .ok_or_else(|| DomainError::not_found(Entity::User, "(not created)"))?;
+        let user_id = state.user_id;
+        let tenant_id = state.tenant_id;
+        let not_active = || DomainError::UserNotActive {
+            user_id,
+            status: state.status.label(),
+        };
+        let event = match command {
+            UserCommand::CreateUser { .. } => unreachable!("handled above"),
+            UserCommand::EditUser { details, role, at } => {
+                if state.status != UserStatus::Active {
+                    return Err(not_active());
+                }
+                let details = details.filter(|new| *new != state.details);
+                let role = role.filter(|new| *new != state.role);
+                if details.is_none() && role.is_none() {
+                    return Ok(None);
+                }
+                UserEvent::UserEdited {
+                    tenant_id,
+                    details,
+                    role,
+                    at,
+                }
+            }
+            UserCommand::DeleteUser { at } => match state.status {
+                UserStatus::Active => UserEvent::UserDeleted {
+                    tenant_id,
+                    deleted_at: at,
+                    restorable_until: at + rules.restore_window,
+                },
+                UserStatus::Deleted {
+                    restorable_until, ..
+                } => {
+                    return Err(DomainError::UserAlreadyDeleted {
+                        user_id,
+                        restorable_until,
+                    })
+                }
+                UserStatus::Purged { .. } => return Err(DomainError::UserPurged { user_id }),
+            },
+            UserCommand::RestoreUser { at } => match state.status {
+                UserStatus::Active => return Err(DomainError::UserNotDeleted { user_id }),
+                UserStatus::Purged { .. } => return Err(DomainError::UserPurged { user_id }),
+                UserStatus::Deleted {
+                    deleted_at,
+                    restorable_until,
+                } => {
+                    // The window is half-open: at `restorable_until` the purge takes over.
+                    if at >= restorable_until {
+                        return Err(DomainError::RestoreWindowExpired {
+                            deleted_at,
+                            closed_at: restorable_until,
+                        });
+                    }
+                    UserEvent::UserRestored {
+                        tenant_id,
+                        deleted_at,
+                        at,
+                    }
+                }
+            },
+            UserCommand::PurgeUser { at } => match state.status {
+                UserStatus::Purged { .. } => return Ok(None),
+                UserStatus::Active => return Err(DomainError::UserNotDeleted { user_id }),
+                UserStatus::Deleted {
+                    restorable_until, ..
+                } => {
+                    if at < restorable_until {
+                        return Err(DomainError::PurgeNotDue {
+                            user_id,
+                            due_at: restorable_until,
+                        });
+                    }
+                    UserEvent::UserPurged {
+                        tenant_id,
+                        key_id: state.details.key_id,
+                        at,
+                    }
+                }
+            },
+            UserCommand::ResetPassword { notice, at } => {
+                if state.status != UserStatus::Active {
+                    return Err(not_active());
+                }
+                UserEvent::PasswordReset {
+                    tenant_id,
+                    notice,
+                    at,
+                }
+            }
+        };
+        Ok(Some(event))
+    }
+}
+
+impl Aggregate for User {
+    const TYPE: &'static str = "user";
+    type Command = UserCommand;
+    type Event = UserEvent;
+    type Error = DomainError;
+    type Services = CommercialRules;
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        rules: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        if let Some(event) = self.decide(command, rules)? {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        if let UserEvent::UserCreated {
+            user_id,
+            tenant_id,
+            details,
+            role,
+            at,
+        } = event
+        {
+            self.state = Some(UserState {
+                user_id,
+                tenant_id,
+                details,
+                role,
+                status: UserStatus::Active,
+                created_at: at,
+                password_resets: Vec::new(),
+            });
+            return;
+        }
+        let Some(state) = self.state.as_mut() else {
+            return;
+        };
+        match event {
+            UserEvent::UserCreated { .. } => {}
+            UserEvent::UserEdited { details, role, .. } => {
+                if let Some(details) = details {
+                    state.details = details;
+                }
+                if let Some(role) = role {
+                    state.role = role;
+                }
+            }
+            UserEvent::UserDeleted {
+                deleted_at,
+                restorable_until,
+                ..
+            } => {
+                state.status = UserStatus::Deleted {
+                    deleted_at,
+                    restorable_until,
+                };
+            }
+            UserEvent::UserRestored { .. } => state.status = UserStatus::Active,
+            UserEvent::UserPurged { at, .. } => {
+                state.status = UserStatus::Purged { purged_at: at };
+            }
+            UserEvent::PasswordReset { notice, at, .. } => {
+                state
+                    .password_resets
+                    .push(PasswordResetRecord { at, notice });
+            }
+        }
+    }
+}
