@@ -184,26 +184,36 @@ impl Catalog {
     }
 }
 
-fn seed_offer(
-    id: &str,
-    name: &str,
-    provisioning_id: &str,
-    trial_offer_id: Option<&str>,
+/// One offer of the partner guides, as written there.
+struct Seed<'a> {
+    id: &'a str,
+    name: &'a str,
+    provisioning_id: &'a str,
+    trial_offer_id: Option<&'a str>,
     assignable_to_users: bool,
-    possible_upgrades: &[&str],
-    price: &str,
-    parent_offers: &[&str],
-) -> Offer {
-    let offer_id = |raw: &str| OfferId::parse(raw).expect("seed offer ids are GUIDs");
-    Offer {
-        id: offer_id(id),
-        name: ProductName::parse(name).expect("seed names are valid"),
-        provisioning_id: ProvisioningId::parse(provisioning_id).expect("seed SKUs are valid"),
-        trial_offer_id: trial_offer_id.map(offer_id),
-        assignable_to_users,
-        possible_upgrades: possible_upgrades.iter().map(|id| offer_id(id)).collect(),
-        unit_price: UnitPrice::parse(price, "USD").expect("seed prices are valid"),
-        parent_offers: parent_offers.iter().map(|id| offer_id(id)).collect(),
+    possible_upgrades: &'a [&'a str],
+    price: &'a str,
+    parent_offers: &'a [&'a str],
+}
+
+impl Seed<'_> {
+    fn offer(&self) -> Offer {
+        let offer_id = |raw: &str| OfferId::parse(raw).expect("seed offer ids are GUIDs");
+        Offer {
+            id: offer_id(self.id),
+            name: ProductName::parse(self.name).expect("seed names are valid"),
+            provisioning_id: ProvisioningId::parse(self.provisioning_id)
+                .expect("seed SKUs are valid"),
+            trial_offer_id: self.trial_offer_id.map(offer_id),
+            assignable_to_users: self.assignable_to_users,
+            possible_upgrades: self
+                .possible_upgrades
+                .iter()
+                .map(|id| offer_id(id))
+                .collect(),
+            unit_price: UnitPrice::parse(self.price, "USD").expect("seed prices are valid"),
+            parent_offers: self.parent_offers.iter().map(|id| offer_id(id)).collect(),
+        }
     }
 }
 
@@ -234,86 +244,94 @@ pub mod offers {
 pub fn default_offers() -> Vec<Offer> {
     use offers::*;
     vec![
-        seed_offer(
-            BUSINESS_PREMIUM,
-            "Office 365 Business Premium",
-            "O365_BUSINESS_PREMIUM",
-            Some(BUSINESS_PREMIUM_TRIAL),
-            true,
-            &[],
-            "12.50",
-            &[],
-        ),
-        seed_offer(
-            EXTRA_FILE_STORAGE,
-            "Office 365 Extra File Storage",
-            "SHAREPOINTSTORAGE",
-            None,
-            false,
-            &[],
-            "0.20",
-            &[BUSINESS_PREMIUM],
-        ),
-        seed_offer(
-            EXCHANGE_ONLINE_ARCHIVING,
-            "Exchange Online Archiving for Exchange Online",
-            "EXCHANGEARCHIVE_ADDON",
-            None,
-            true,
-            &[],
-            "3.00",
-            &[BUSINESS_PREMIUM],
-        ),
-        seed_offer(
-            EXCHANGE_ONLINE_ATP,
-            "Exchange Online Advanced Threat Protection",
-            "ATP_ENTERPRISE",
-            None,
-            true,
-            &[],
-            "2.00",
-            &[BUSINESS_PREMIUM],
-        ),
-        seed_offer(
-            PHONE_SYSTEM,
-            "Phone System",
-            "MCOEV",
-            None,
-            true,
-            &[],
-            "8.00",
-            &[SKYPE_FOR_BUSINESS_PLAN_2, ENTERPRISE_E1, ENTERPRISE_E3],
-        ),
-        seed_offer(
-            SKYPE_FOR_BUSINESS_PLAN_2,
-            "Skype for Business Online (Plan 2)",
-            "MCOSTANDARD",
-            None,
-            true,
-            &[],
-            "5.50",
-            &[],
-        ),
-        seed_offer(
-            ENTERPRISE_E1,
-            "Office 365 Enterprise E1",
-            "STANDARDPACK",
-            None,
-            true,
-            &[ENTERPRISE_E3],
-            "8.00",
-            &[],
-        ),
-        seed_offer(
-            ENTERPRISE_E3,
-            "Office 365 Enterprise E3",
-            "ENTERPRISEPACK",
-            None,
-            true,
-            &[],
-            "20.00",
-            &[],
-        ),
+        Seed {
+            id: BUSINESS_PREMIUM,
+            name: "Office 365 Business Premium",
+            provisioning_id: "O365_BUSINESS_PREMIUM",
+            trial_offer_id: Some(BUSINESS_PREMIUM_TRIAL),
+            assignable_to_users: true,
+            possible_upgrades: &[],
+            price: "12.50",
+            parent_offers: &[],
+        }
+        .offer(),
+        Seed {
+            id: EXTRA_FILE_STORAGE,
+            name: "Office 365 Extra File Storage",
+            provisioning_id: "SHAREPOINTSTORAGE",
+            trial_offer_id: None,
+            assignable_to_users: false,
+            possible_upgrades: &[],
+            price: "0.20",
+            parent_offers: &[BUSINESS_PREMIUM],
+        }
+        .offer(),
+        Seed {
+            id: EXCHANGE_ONLINE_ARCHIVING,
+            name: "Exchange Online Archiving for Exchange Online",
+            provisioning_id: "EXCHANGEARCHIVE_ADDON",
+            trial_offer_id: None,
+            assignable_to_users: true,
+            possible_upgrades: &[],
+            price: "3.00",
+            parent_offers: &[BUSINESS_PREMIUM],
+        }
+        .offer(),
+        Seed {
+            id: EXCHANGE_ONLINE_ATP,
+            name: "Exchange Online Advanced Threat Protection",
+            provisioning_id: "ATP_ENTERPRISE",
+            trial_offer_id: None,
+            assignable_to_users: true,
+            possible_upgrades: &[],
+            price: "2.00",
+            parent_offers: &[BUSINESS_PREMIUM],
+        }
+        .offer(),
+        Seed {
+            id: PHONE_SYSTEM,
+            name: "Phone System",
+            provisioning_id: "MCOEV",
+            trial_offer_id: None,
+            assignable_to_users: true,
+            possible_upgrades: &[],
+            price: "8.00",
+            parent_offers: &[SKYPE_FOR_BUSINESS_PLAN_2, ENTERPRISE_E1, ENTERPRISE_E3],
+        }
+        .offer(),
+        Seed {
+            id: SKYPE_FOR_BUSINESS_PLAN_2,
+            name: "Skype for Business Online (Plan 2)",
+            provisioning_id: "MCOSTANDARD",
+            trial_offer_id: None,
+            assignable_to_users: true,
+            possible_upgrades: &[],
+            price: "5.50",
+            parent_offers: &[],
+        }
+        .offer(),
+        Seed {
+            id: ENTERPRISE_E1,
+            name: "Office 365 Enterprise E1",
+            provisioning_id: "STANDARDPACK",
+            trial_offer_id: None,
+            assignable_to_users: true,
+            possible_upgrades: &[ENTERPRISE_E3],
+            price: "8.00",
+            parent_offers: &[],
+        }
+        .offer(),
+        Seed {
+            id: ENTERPRISE_E3,
+            name: "Office 365 Enterprise E3",
+            provisioning_id: "ENTERPRISEPACK",
+            trial_offer_id: None,
+            assignable_to_users: true,
+            possible_upgrades: &[],
+            price: "20.00",
+            parent_offers: &[],
+        }
+        .offer(),
     ]
 }
 

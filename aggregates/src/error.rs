@@ -55,8 +55,9 @@ fn fmt_instant(at: &DateTime<Utc>) -> String {
 /// A command refused by the domain.
 #[derive(Debug, Clone, PartialEq, Error)]
 pub enum DomainError {
-    /// The command addresses an aggregate that was never created.
-    #[error("{} {id} does not exist", .entity.label())]
+    /// The command addresses an aggregate that was never created (`id` is empty when the
+    /// command does not name it: its caller knows which id it addressed).
+    #[error("{} {}does not exist", .entity.label(), if .id.is_empty() { String::new() } else { format!("{} ", .id) })]
     NotFound {
         /// What kind of thing.
         entity: Entity,
@@ -79,7 +80,8 @@ pub enum DomainError {
         offer_id: OfferId,
         /// The add-on's name.
         offer_name: String,
-        /// Names of the offers any one of which would satisfy the rule.
+        /// The offers any one of which would satisfy the rule (by name where the tenant knows
+        /// the offer, else by id).
         possible_parents: Vec<String>,
     },
     /// The offer has no trial, or is an add-on (add-ons have no trials).
@@ -200,7 +202,7 @@ pub enum DomainError {
         from: String,
         /// The target offer's name.
         to: String,
-        /// Names of the allowed targets.
+        /// Ids of the allowed targets.
         allowed: Vec<String>,
     },
     /// A subscription expires only at the end of its term.

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::subscription::{SubscriptionCommand, SubscriptionEvent, SuspensionReason};
-use crate::tenant::{TenantCommand, TenantEvent};
+use crate::tenant::{SeatState, TenantCommand, TenantEvent};
 use crate::user::{UserCommand, UserEvent};
 
 /// What a durable timer does when it falls due.
@@ -206,9 +206,15 @@ pub fn on_subscription_event(
             due_at: *ends_at,
             action: TimerAction::ExpireSubscription { subscription_id },
         })),
-        SubscriptionEvent::TrialConverted { .. } => follow_ups.push(FollowUp::Cancel {
-            key: expire_key(subscription_id),
-        }),
+        SubscriptionEvent::TrialConverted { .. } => {
+            // A trial may be converted during its grace period: both timers go.
+            follow_ups.push(FollowUp::Cancel {
+                key: expire_key(subscription_id),
+            });
+            follow_ups.push(FollowUp::Cancel {
+                key: disable_key(subscription_id),
+            });
+        }
         SubscriptionEvent::SubscriptionExpired { grace_ends_at, .. } => {
             follow_ups.push(FollowUp::Schedule(Timer {
                 key: disable_key(subscription_id),
@@ -216,11 +222,18 @@ pub fn on_subscription_event(
                 action: TimerAction::DisableSubscription { subscription_id },
             }))
         }
-        SubscriptionEvent::SubscriptionRenewed { .. }
-        | SubscriptionEvent::SubscriptionReactivated { .. }
-        | SubscriptionEvent::SubscriptionSuspended { .. } => follow_ups.push(FollowUp::Cancel {
+        // Back in service: no disable is due. A suspension, or a reactivation into the grace
+        // period, leaves the deadline standing.
+        SubscriptionEvent::SubscriptionRenewed { .. } => follow_ups.push(FollowUp::Cancel {
             key: disable_key(subscription_id),
         }),
+        SubscriptionEvent::SubscriptionReactivated { seats, .. }
+            if seats.state == SeatState::Enabled =>
+        {
+            follow_ups.push(FollowUp::Cancel {
+                key: disable_key(subscription_id),
+            })
+        }
         SubscriptionEvent::SubscriptionCancelled { .. } => {
             follow_ups.push(FollowUp::Cancel {
                 key: expire_key(subscription_id),
@@ -236,8 +249,10 @@ pub fn on_subscription_event(
 
 /// Follow-ups of a user event: release licences on delete and schedule the purge at the end of
 /// the restore window; give them back and cancel the purge on restore; free the principal name
-/// on purge.
-pub fn on_user_event(user_id: Uuid, event: &UserEvent) -> Vec<FollowUp> {
+/// on purge. `sequence` is the event's sequence number in the user's stream: the tenant drops a
+/// report older than the last one it folded in, so a late delivery of a deletion cannot take
+/// the seats of a user restored since.
+pub fn on_user_event(user_id: Uuid, sequence: u64, event: &UserEvent) -> Vec<FollowUp> {
     match event {
         UserEvent::UserDeleted {
             tenant_id,
@@ -248,6 +263,7 @@ pub fn on_user_event(user_id: Uuid, event: &UserEvent) -> Vec<FollowUp> {
                 tenant_id: *tenant_id,
                 command: TenantCommand::ReleaseUserLicenses {
                     user_id,
+                    source_sequence: sequence,
                     at: *deleted_at,
                 },
             },
@@ -263,12 +279,20 @@ pub fn on_user_event(user_id: Uuid, event: &UserEvent) -> Vec<FollowUp> {
             },
             FollowUp::Tenant {
                 tenant_id: *tenant_id,
-                command: TenantCommand::ReinstateUserLicenses { user_id, at: *at },
+                command: TenantCommand::ReinstateUserLicenses {
+                    user_id,
+                    source_sequence: sequence,
+                    at: *at,
+                },
             },
         ],
         UserEvent::UserPurged { tenant_id, at, .. } => vec![FollowUp::Tenant {
             tenant_id: *tenant_id,
-            command: TenantCommand::ForgetUser { user_id, at: *at },
+            command: TenantCommand::ForgetUser {
+                user_id,
+                source_sequence: sequence,
+                at: *at,
+            },
         }],
         UserEvent::UserCreated { .. }
         | UserEvent::UserEdited { .. }

@@ -40,6 +40,9 @@ pub enum SubscriptionStatus {
     Suspended {
         /// Why.
         reason: SuspensionReason,
+        /// Set when the term ended (or had ended) while suspended: the grace period still runs
+        /// and ends then, suspended or not.
+        grace_ends_at: Option<DateTime<Utc>>,
     },
     /// Cancelled within its window.
     Cancelled,
@@ -61,6 +64,53 @@ impl SubscriptionStatus {
             Self::Cancelled => "cancelled",
             Self::Expired { .. } => "expired",
             Self::Disabled => "disabled",
+        }
+    }
+
+    /// The status after a suspension: an expired subscription keeps its grace deadline.
+    pub fn suspended(&self, reason: SuspensionReason) -> Self {
+        let grace_ends_at = match self {
+            Self::Expired { grace_ends_at } => Some(*grace_ends_at),
+            Self::Suspended { grace_ends_at, .. } => *grace_ends_at,
+            _ => None,
+        };
+        Self::Suspended {
+            reason,
+            grace_ends_at,
+        }
+    }
+
+    /// The status after a reactivation: back to expired when the term ended meanwhile.
+    pub fn reactivated(&self) -> Self {
+        match self {
+            Self::Suspended {
+                grace_ends_at: Some(grace_ends_at),
+                ..
+            } => Self::Expired {
+                grace_ends_at: *grace_ends_at,
+            },
+            _ => Self::Active,
+        }
+    }
+
+    /// The status after the term ends: a suspended subscription stays suspended (its seats do
+    /// not become assignable) but its grace period starts all the same.
+    pub fn expired(&self, grace_ends_at: DateTime<Utc>) -> Self {
+        match self {
+            Self::Suspended { reason, .. } => Self::Suspended {
+                reason: reason.clone(),
+                grace_ends_at: Some(grace_ends_at),
+            },
+            _ => Self::Expired { grace_ends_at },
+        }
+    }
+
+    /// When the grace period ends, if it runs.
+    pub fn grace_ends_at(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Self::Expired { grace_ends_at } => Some(*grace_ends_at),
+            Self::Suspended { grace_ends_at, .. } => *grace_ends_at,
+            _ => None,
         }
     }
 
@@ -248,7 +298,7 @@ pub enum SubscriptionEvent {
         count: u32,
         /// From which batches.
         drawn: Vec<BatchDraw>,
-        /// The unit price they were billed at.
+        /// The unit price the seats are billed at now (the current offer's, after an upgrade).
         unit_price: UnitPrice,
         /// The resulting seats.
         seats: SeatSnapshot,
@@ -431,6 +481,11 @@ pub struct SubscriptionState {
     pub cancellable_until: DateTime<Utc>,
     /// When the current term ends.
     pub renews_at: DateTime<Utc>,
+    /// The instant terms are counted from (purchase, or conversion of a trial), so that
+    /// monthly renewals keep their day of the month (Jan 31 → Feb 28 → Mar 31).
+    pub term_anchor: DateTime<Utc>,
+    /// Renewals since the anchor.
+    pub renewals: u32,
     /// Upgrades so far.
     pub upgrades: Vec<UpgradeRecord>,
 }
@@ -543,6 +598,10 @@ impl SubscriptionState {
         })
     }
 
+    fn renewal_after(&self, renewals: u32) -> DateTime<Utc> {
+        add_months(self.term_anchor, self.term.months() * (renewals + 1))
+    }
+
     fn term_end(&self) -> DateTime<Utc> {
         self.trial_ends_at
             .filter(|_| self.trial)
@@ -566,7 +625,7 @@ impl Subscription {
     fn opened(&self) -> Result<&SubscriptionState, DomainError> {
         self.state
             .as_ref()
-            .ok_or_else(|| DomainError::not_found(Entity::Subscription, "(not opened)"))
+            .ok_or_else(|| DomainError::not_found(Entity::Subscription, ""))
     }
 
     fn decide(
@@ -636,9 +695,7 @@ impl Subscription {
             SubscriptionCommand::Suspend { reason, at } => match &state.status {
                 SubscriptionStatus::Suspended { .. } => return Ok(Vec::new()),
                 SubscriptionStatus::Active | SubscriptionStatus::Expired { .. } => {
-                    let status = SubscriptionStatus::Suspended {
-                        reason: reason.clone(),
-                    };
+                    let status = state.status.suspended(reason.clone());
                     SubscriptionEvent::SubscriptionSuspended {
                         reason,
                         seats: state.with(|next| next.status = status),
@@ -667,7 +724,7 @@ impl Subscription {
                     });
                 }
                 SubscriptionEvent::SubscriptionReactivated {
-                    seats: state.with(|next| next.status = SubscriptionStatus::Active),
+                    seats: state.with(|next| next.status = next.status.reactivated()),
                     at,
                 }
             }
@@ -746,13 +803,17 @@ impl Subscription {
                     });
                 }
                 SubscriptionEvent::SubscriptionRenewed {
-                    renews_at: add_months(state.renews_at, state.term.months()),
+                    renews_at: state.renewal_after(state.renewals + 1),
                     refundable_until: at + rules.cancellation_window,
                     seats: state.with(|next| next.status = SubscriptionStatus::Active),
                     at,
                 }
             }
             SubscriptionCommand::Expire { at } => {
+                // A timer may fire twice; the second finds the work done.
+                if state.status.grace_ends_at().is_some() {
+                    return Ok(Vec::new());
+                }
                 if !matches!(
                     state.status,
                     SubscriptionStatus::Active | SubscriptionStatus::Suspended { .. }
@@ -764,28 +825,28 @@ impl Subscription {
                         ends_at: state.term_end(),
                     });
                 }
-                let grace_ends_at = at + rules.grace_period;
+                // The grace period runs from the end of the term, however late this runs.
+                let grace_ends_at = state.term_end() + rules.grace_period;
                 SubscriptionEvent::SubscriptionExpired {
                     grace_ends_at,
-                    seats: state
-                        .with(|next| next.status = SubscriptionStatus::Expired { grace_ends_at }),
+                    seats: state.with(|next| next.status = next.status.expired(grace_ends_at)),
                     at,
                 }
             }
-            SubscriptionCommand::Disable { at } => match state.status {
-                SubscriptionStatus::Disabled => return Ok(Vec::new()),
-                SubscriptionStatus::Expired { grace_ends_at } if at >= grace_ends_at => {
+            SubscriptionCommand::Disable { at } => match state.status.grace_ends_at() {
+                _ if state.status == SubscriptionStatus::Disabled => return Ok(Vec::new()),
+                Some(grace_ends_at) if at >= grace_ends_at => {
                     SubscriptionEvent::SubscriptionDisabled {
                         seats: state.with(|next| next.status = SubscriptionStatus::Disabled),
                         at,
                     }
                 }
-                SubscriptionStatus::Expired { grace_ends_at } => {
+                Some(grace_ends_at) => {
                     return Err(DomainError::GracePeriodNotOver {
                         ends_at: grace_ends_at,
                     })
                 }
-                _ => return Err(state.refuse("disable")),
+                None => return Err(state.refuse("disable")),
             },
             SubscriptionCommand::AssignBillingProfile {
                 billing_profile_id,
@@ -866,6 +927,8 @@ impl Aggregate for Subscription {
                 purchased_at: at,
                 cancellable_until: refundable_until,
                 renews_at,
+                term_anchor: at,
+                renewals: 0,
                 upgrades: Vec::new(),
             });
             return;
@@ -903,10 +966,10 @@ impl Aggregate for Subscription {
                 state.batches.retain(|batch| batch.seats > 0);
             }
             SubscriptionEvent::SubscriptionSuspended { reason, .. } => {
-                state.status = SubscriptionStatus::Suspended { reason };
+                state.status = state.status.suspended(reason);
             }
             SubscriptionEvent::SubscriptionReactivated { .. } => {
-                state.status = SubscriptionStatus::Active;
+                state.status = state.status.reactivated();
             }
             SubscriptionEvent::SubscriptionCancelled { .. } => {
                 state.status = SubscriptionStatus::Cancelled;
@@ -921,6 +984,8 @@ impl Aggregate for Subscription {
                 state.trial_ends_at = None;
                 state.status = SubscriptionStatus::Active;
                 state.renews_at = renews_at;
+                state.term_anchor = at;
+                state.renewals = 0;
                 state.cancellable_until = refundable_until;
                 state.batches = vec![SeatBatch {
                     batch: state.next_batch,
@@ -944,13 +1009,14 @@ impl Aggregate for Subscription {
             } => {
                 state.status = SubscriptionStatus::Active;
                 state.renews_at = renews_at;
+                state.renewals += 1;
                 state.cancellable_until = refundable_until;
                 for batch in &mut state.batches {
                     batch.refundable_until = refundable_until;
                 }
             }
             SubscriptionEvent::SubscriptionExpired { grace_ends_at, .. } => {
-                state.status = SubscriptionStatus::Expired { grace_ends_at };
+                state.status = state.status.expired(grace_ends_at);
             }
             SubscriptionEvent::SubscriptionDisabled { .. } => {
                 state.status = SubscriptionStatus::Disabled;

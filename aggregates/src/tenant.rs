@@ -102,6 +102,9 @@ pub struct Member {
     pub status: MemberStatus,
     /// Products it holds (when active) or held when deleted (given back on restore).
     pub licenses: BTreeSet<ProvisioningId>,
+    /// The sequence of the last user event folded in (deletion, restore, purge), so that a
+    /// late or repeated delivery of an older one changes nothing.
+    pub reported_sequence: u64,
 }
 
 /// The seat counts of one product, as Microsoft Graph's subscribedSkus reports them.
@@ -216,6 +219,8 @@ pub enum TenantCommand {
     ReleaseUserLicenses {
         /// The user.
         user_id: Uuid,
+        /// The sequence number of the user's deletion event.
+        source_sequence: u64,
         /// When the user was deleted.
         at: DateTime<Utc>,
     },
@@ -223,6 +228,8 @@ pub enum TenantCommand {
     ReinstateUserLicenses {
         /// The user.
         user_id: Uuid,
+        /// The sequence number of the user's restore event.
+        source_sequence: u64,
         /// When the user was restored.
         at: DateTime<Utc>,
     },
@@ -230,6 +237,8 @@ pub enum TenantCommand {
     ForgetUser {
         /// The user.
         user_id: Uuid,
+        /// The sequence number of the user's purge event.
+        source_sequence: u64,
         /// When the user was purged.
         at: DateTime<Utc>,
     },
@@ -333,6 +342,8 @@ pub enum TenantEvent {
     UserLicensesReleased {
         /// The user.
         user_id: Uuid,
+        /// The user event (deletion) that caused it.
+        source_sequence: u64,
         /// Products released.
         released: Vec<ProvisioningId>,
         /// When.
@@ -343,6 +354,8 @@ pub enum TenantEvent {
     UserLicensesReinstated {
         /// The user.
         user_id: Uuid,
+        /// The user event (restore) that caused it.
+        source_sequence: u64,
         /// Products given back.
         reinstated: Vec<ProvisioningId>,
         /// Products given back without a free seat.
@@ -354,6 +367,8 @@ pub enum TenantEvent {
     UserForgotten {
         /// The user.
         user_id: Uuid,
+        /// The user event (purge) that caused it.
+        source_sequence: u64,
         /// When.
         at: DateTime<Utc>,
     },
@@ -504,7 +519,7 @@ impl Tenant {
     fn profile(&self) -> Result<&TenantProfile, DomainError> {
         self.profile
             .as_ref()
-            .ok_or_else(|| DomainError::not_found(Entity::Tenant, "(not created)"))
+            .ok_or_else(|| DomainError::not_found(Entity::Tenant, ""))
     }
 
     fn member(&self, user_id: Uuid) -> Result<&Member, DomainError> {
@@ -755,9 +770,13 @@ impl Tenant {
     fn reinstate_event(
         &self,
         user_id: Uuid,
+        source_sequence: u64,
         at: DateTime<Utc>,
     ) -> Result<Option<TenantEvent>, DomainError> {
         let member = self.member(user_id)?;
+        if source_sequence <= member.reported_sequence {
+            return Ok(None);
+        }
         match member.status {
             MemberStatus::Active => Ok(None),
             MemberStatus::Purged => Err(DomainError::UserPurged { user_id }),
@@ -770,6 +789,7 @@ impl Tenant {
                     .collect();
                 Ok(Some(TenantEvent::UserLicensesReinstated {
                     user_id,
+                    source_sequence,
                     reinstated,
                     over_assigned,
                     at,
@@ -907,12 +927,19 @@ impl Aggregate for Tenant {
                     .into_iter()
                     .collect()
             }
-            TenantCommand::ReleaseUserLicenses { user_id, at } => {
+            TenantCommand::ReleaseUserLicenses {
+                user_id,
+                source_sequence,
+                at,
+            } => {
                 self.profile()?;
                 let member = self.member(user_id)?;
-                if member.status == MemberStatus::Active {
+                if member.status == MemberStatus::Active
+                    && source_sequence > member.reported_sequence
+                {
                     vec![TenantEvent::UserLicensesReleased {
                         user_id,
+                        source_sequence,
                         released: member.licenses.iter().cloned().collect(),
                         at,
                     }]
@@ -920,16 +947,30 @@ impl Aggregate for Tenant {
                     Vec::new()
                 }
             }
-            TenantCommand::ReinstateUserLicenses { user_id, at } => {
+            TenantCommand::ReinstateUserLicenses {
+                user_id,
+                source_sequence,
+                at,
+            } => {
                 self.profile()?;
-                self.reinstate_event(user_id, at)?.into_iter().collect()
+                self.reinstate_event(user_id, source_sequence, at)?
+                    .into_iter()
+                    .collect()
             }
-            TenantCommand::ForgetUser { user_id, at } => {
+            TenantCommand::ForgetUser {
+                user_id,
+                source_sequence,
+                at,
+            } => {
                 self.profile()?;
                 if self.member(user_id)?.status == MemberStatus::Purged {
                     Vec::new()
                 } else {
-                    vec![TenantEvent::UserForgotten { user_id, at }]
+                    vec![TenantEvent::UserForgotten {
+                        user_id,
+                        source_sequence,
+                        at,
+                    }]
                 }
             }
         };
@@ -1023,6 +1064,7 @@ impl Aggregate for Tenant {
                         fingerprint,
                         status: MemberStatus::Active,
                         licenses: BTreeSet::new(),
+                        reported_sequence: 0,
                     },
                 );
             }
@@ -1046,10 +1088,14 @@ impl Aggregate for Tenant {
                     .for_each(|product| self.remove_assigned(product));
             }
             TenantEvent::UserLicensesReleased {
-                user_id, released, ..
+                user_id,
+                source_sequence,
+                released,
+                ..
             } => {
                 if let Some(member) = self.members.get_mut(&user_id) {
                     member.status = MemberStatus::Deleted;
+                    member.reported_sequence = source_sequence;
                 }
                 released
                     .iter()
@@ -1057,17 +1103,23 @@ impl Aggregate for Tenant {
             }
             TenantEvent::UserLicensesReinstated {
                 user_id,
+                source_sequence,
                 reinstated,
                 ..
             } => {
                 if let Some(member) = self.members.get_mut(&user_id) {
                     member.status = MemberStatus::Active;
+                    member.reported_sequence = source_sequence;
                 }
                 reinstated
                     .iter()
                     .for_each(|product| self.add_assigned(product));
             }
-            TenantEvent::UserForgotten { user_id, .. } => {
+            TenantEvent::UserForgotten {
+                user_id,
+                source_sequence,
+                ..
+            } => {
                 if let Some(member) = self.members.get_mut(&user_id) {
                     if member.status == MemberStatus::Active {
                         let held: Vec<ProvisioningId> = member.licenses.iter().cloned().collect();
@@ -1077,6 +1129,7 @@ impl Aggregate for Tenant {
                 }
                 if let Some(member) = self.members.get_mut(&user_id) {
                     member.status = MemberStatus::Purged;
+                    member.reported_sequence = source_sequence;
                     member.licenses.clear();
                     if self.principals.get(&member.fingerprint) == Some(&user_id) {
                         self.principals.remove(&member.fingerprint);

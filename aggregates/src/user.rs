@@ -242,7 +242,7 @@ impl User {
         let state = self
             .state
             .as_ref()
-            .ok_or_else(|| DomainError::not_found(Entity::User, "(not created)"))?;
+            .ok_or_else(|| DomainError::not_found(Entity::User, ""))?;
         let user_id = state.user_id;
         let tenant_id = state.tenant_id;
         let not_active = || DomainError::UserNotActive {
