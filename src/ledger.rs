@@ -1,0 +1,331 @@
+//! The write side: runs a command against its aggregate in the event store, then the process
+//! managers' follow-ups it causes, to completion, and says where its events landed in the log.
+//!
+//! Follow-ups run inline so that a client sees their effect at once (a bought subscription is
+//! open when the purchase answers); every follow-up is idempotent, so the durable consumer that
+//! replays them from the log after a crash does no harm.
+
+use std::collections::{HashMap, VecDeque};
+
+use aggregates::catalog::CatalogAggregate;
+use aggregates::party::{BillingProfile, Reseller};
+use aggregates::policy::{self, FollowUp};
+use aggregates::subscription::Subscription;
+use aggregates::tenant::Tenant;
+use aggregates::user::User;
+use aggregates::{CommercialRules, DomainError};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::persist::{PersistedEventRepository, PersistedEventStore};
+use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
+use thiserror::Error;
+use tracing::warn;
+
+use crate::store::Store;
+
+/// Tenants' streams grow with every user; a snapshot every this many events keeps loading a
+/// tenant cheap however long its history.
+const TENANT_SNAPSHOT_EVERY: usize = 100;
+
+/// How often a command that lost an optimistic-concurrency race is retried before giving up.
+const CONFLICT_RETRIES: usize = 8;
+
+/// Why a command did not happen.
+#[derive(Debug, Error)]
+pub enum LedgerError {
+    /// A rule of the domain refused it.
+    #[error(transparent)]
+    Domain(#[from] DomainError),
+    /// Other writers kept winning the race for the same aggregate.
+    #[error("the aggregate kept changing under the command; try again")]
+    Conflict,
+    /// The store failed.
+    #[error("event store failure: {0}")]
+    Store(String),
+}
+
+impl From<AggregateError<DomainError>> for LedgerError {
+    fn from(error: AggregateError<DomainError>) -> Self {
+        match error {
+            AggregateError::UserError(domain) => Self::Domain(domain),
+            AggregateError::AggregateConflict => Self::Conflict,
+            other => Self::Store(other.to_string()),
+        }
+    }
+}
+
+/// Who and why, recorded in every event's metadata.
+pub type Metadata = HashMap<String, String>;
+
+/// Where the last event of a command landed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Landed {
+    /// The aggregate type.
+    pub aggregate_type: &'static str,
+    /// The aggregate id.
+    pub aggregate_id: String,
+    /// The last event's sequence in its stream.
+    pub sequence: usize,
+}
+
+/// Runs one aggregate's commands against an event store.
+struct Executor<A: Aggregate, ES: EventStore<A>> {
+    store: ES,
+    services: A::Services,
+}
+
+impl<A, ES> Executor<A, ES>
+where
+    A: Aggregate<Error = DomainError>,
+    ES: EventStore<A>,
+{
+    async fn execute(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: &Metadata,
+    ) -> Result<Vec<EventEnvelope<A>>, LedgerError>
+    where
+        A::Command: Clone,
+    {
+        let mut attempt = 0;
+        loop {
+            let mut context = self.store.load_aggregate(aggregate_id).await?;
+            let sink: EventSink<A> = EventSink::default();
+            context
+                .aggregate()
+                .handle(command.clone(), &self.services, &sink)
+                .await?;
+            let events = sink.collect().await;
+            if events.is_empty() {
+                return Ok(Vec::new());
+            }
+            match self.store.commit(events, context, metadata.clone()).await {
+                Err(AggregateError::AggregateConflict) if attempt < CONFLICT_RETRIES => {
+                    attempt += 1;
+                }
+                result => return Ok(result?),
+            }
+        }
+    }
+
+    async fn load(&self, aggregate_id: &str) -> Result<A, LedgerError> {
+        let mut context = self.store.load_aggregate(aggregate_id).await?;
+        let aggregate = std::mem::take(context.aggregate());
+        Ok(aggregate)
+    }
+}
+
+/// Every aggregate of the domain over one event repository.
+pub struct Ledger<R: PersistedEventRepository> {
+    store: Store,
+    tenants: Executor<Tenant, PersistedEventStore<R, Tenant>>,
+    subscriptions: Executor<Subscription, PersistedEventStore<R, Subscription>>,
+    users: Executor<User, PersistedEventStore<R, User>>,
+    catalog: Executor<CatalogAggregate, PersistedEventStore<R, CatalogAggregate>>,
+    resellers: Executor<Reseller, PersistedEventStore<R, Reseller>>,
+    billing_profiles: Executor<BillingProfile, PersistedEventStore<R, BillingProfile>>,
+}
+
+impl<R: PersistedEventRepository> Ledger<R> {
+    /// Builds the ledger; `repository` makes one repository per aggregate type.
+    pub fn new(store: Store, rules: CommercialRules, repository: impl Fn() -> R) -> Self {
+        Self {
+            store,
+            tenants: Executor {
+                store: PersistedEventStore::new_snapshot_store(repository(), TENANT_SNAPSHOT_EVERY),
+                services: rules,
+            },
+            subscriptions: Executor {
+                store: PersistedEventStore::new_event_store(repository()),
+                services: rules,
+            },
+            users: Executor {
+                store: PersistedEventStore::new_event_store(repository()),
+                services: rules,
+            },
+            catalog: Executor {
+                store: PersistedEventStore::new_event_store(repository()),
+                services: (),
+            },
+            resellers: Executor {
+                store: PersistedEventStore::new_event_store(repository()),
+                services: (),
+            },
+            billing_profiles: Executor {
+                store: PersistedEventStore::new_event_store(repository()),
+                services: (),
+            },
+        }
+    }
+
+    /// Runs `command` and, to completion, the follow-ups it causes. Returns where the first
+    /// command's last event landed (`None` when it decided nothing). Only the first command's
+    /// refusal is returned; a failing follow-up is logged and left to the durable consumer.
+    pub async fn dispatch(
+        &self,
+        command: FollowUp,
+        metadata: &Metadata,
+    ) -> Result<Option<Landed>, LedgerError> {
+        let mut queue = VecDeque::new();
+        let landed = self.step(command, metadata, &mut queue).await?;
+        while let Some(next) = queue.pop_front() {
+            let description = format!("{next:?}");
+            if let Err(error) = self.step(next, metadata, &mut queue).await {
+                warn!(%error, follow_up = %description, "follow-up did not complete; the log consumer will retry it");
+            }
+        }
+        Ok(landed)
+    }
+
+    async fn step(
+        &self,
+        command: FollowUp,
+        metadata: &Metadata,
+        queue: &mut VecDeque<FollowUp>,
+    ) -> Result<Option<Landed>, LedgerError> {
+        fn landed<A: Aggregate>(id: String, events: &[EventEnvelope<A>]) -> Option<Landed> {
+            events.last().map(|last| Landed {
+                aggregate_type: A::TYPE,
+                aggregate_id: id,
+                sequence: last.sequence,
+            })
+        }
+        match command {
+            FollowUp::Tenant { tenant_id, command } => {
+                let id = tenant_id.to_string();
+                let events = self.tenants.execute(&id, command, metadata).await?;
+                for event in &events {
+                    queue.extend(policy::on_tenant_event(tenant_id, &event.payload));
+                }
+                Ok(landed(id, &events))
+            }
+            FollowUp::Subscription {
+                subscription_id,
+                command,
+            } => {
+                let id = subscription_id.to_string();
+                let events = self.subscriptions.execute(&id, command, metadata).await?;
+                for event in &events {
+                    queue.extend(policy::on_subscription_event(
+                        subscription_id,
+                        event.sequence as u64,
+                        &event.payload,
+                    ));
+                }
+                Ok(landed(id, &events))
+            }
+            FollowUp::User { user_id, command } => {
+                let id = user_id.to_string();
+                let events = self.users.execute(&id, command, metadata).await?;
+                for event in &events {
+                    queue.extend(policy::on_user_event(
+                        user_id,
+                        event.sequence as u64,
+                        &event.payload,
+                    ));
+                }
+                Ok(landed(id, &events))
+            }
+            FollowUp::Schedule(timer) => {
+                self.store
+                    .schedule_timer(&timer)
+                    .await
+                    .map_err(store_error)?;
+                Ok(None)
+            }
+            FollowUp::Cancel { key } => {
+                self.store.cancel_timer(&key).await.map_err(store_error)?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// Runs a catalog command.
+    pub async fn catalog(
+        &self,
+        command: <CatalogAggregate as Aggregate>::Command,
+        metadata: &Metadata,
+    ) -> Result<Option<Landed>, LedgerError> {
+        let id = aggregates::catalog::CATALOG_ID.to_owned();
+        let events = self.catalog.execute(&id, command, metadata).await?;
+        Ok(events.last().map(|last| Landed {
+            aggregate_type: CatalogAggregate::TYPE,
+            aggregate_id: id,
+            sequence: last.sequence,
+        }))
+    }
+
+    /// Runs a reseller command.
+    pub async fn reseller(
+        &self,
+        reseller_id: uuid::Uuid,
+        command: <Reseller as Aggregate>::Command,
+        metadata: &Metadata,
+    ) -> Result<Option<Landed>, LedgerError> {
+        let id = reseller_id.to_string();
+        let events = self.resellers.execute(&id, command, metadata).await?;
+        Ok(events.last().map(|last| Landed {
+            aggregate_type: Reseller::TYPE,
+            aggregate_id: id,
+            sequence: last.sequence,
+        }))
+    }
+
+    /// Runs a billing-profile command.
+    pub async fn billing_profile(
+        &self,
+        billing_profile_id: uuid::Uuid,
+        command: <BillingProfile as Aggregate>::Command,
+        metadata: &Metadata,
+    ) -> Result<Option<Landed>, LedgerError> {
+        let id = billing_profile_id.to_string();
+        let events = self
+            .billing_profiles
+            .execute(&id, command, metadata)
+            .await?;
+        Ok(events.last().map(|last| Landed {
+            aggregate_type: BillingProfile::TYPE,
+            aggregate_id: id,
+            sequence: last.sequence,
+        }))
+    }
+
+    /// The current state of a tenant.
+    pub async fn tenant(&self, tenant_id: uuid::Uuid) -> Result<Tenant, LedgerError> {
+        self.tenants.load(&tenant_id.to_string()).await
+    }
+
+    /// The current state of a subscription.
+    pub async fn subscription(
+        &self,
+        subscription_id: uuid::Uuid,
+    ) -> Result<Subscription, LedgerError> {
+        self.subscriptions.load(&subscription_id.to_string()).await
+    }
+
+    /// The current state of a user.
+    pub async fn user(&self, user_id: uuid::Uuid) -> Result<User, LedgerError> {
+        self.users.load(&user_id.to_string()).await
+    }
+
+    /// The current catalog.
+    pub async fn current_catalog(&self) -> Result<CatalogAggregate, LedgerError> {
+        self.catalog.load(aggregates::catalog::CATALOG_ID).await
+    }
+
+    /// The global log position of a landed event.
+    pub async fn position(&self, landed: &Landed) -> Result<i64, LedgerError> {
+        self.store
+            .position_of(
+                landed.aggregate_type,
+                &landed.aggregate_id,
+                landed.sequence as i64,
+            )
+            .await
+            .map_err(store_error)
+    }
+}
+
+fn store_error(error: sqlx::Error) -> LedgerError {
+    LedgerError::Store(error.to_string())
+}

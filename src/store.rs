@@ -1,0 +1,245 @@
+//! The event store's database: PostgreSQL in production, an embedded SQLite file by default.
+//! Which one is chosen by the database URL; the schema comes from `migrations/<backend>/`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+use thiserror::Error;
+
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Why the store could not be opened or migrated.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    /// The URL is neither `postgres://…` nor `sqlite:…`.
+    #[error("unsupported database URL '{0}': use postgres://… or sqlite:…")]
+    UnsupportedUrl(String),
+    /// The database did not answer or refused the connection.
+    #[error("cannot connect to {backend} at {url}: {source}")]
+    Connect {
+        /// Which backend.
+        backend: &'static str,
+        /// The URL, without its password.
+        url: String,
+        /// The driver's error.
+        source: sqlx::Error,
+    },
+    /// Applying the schema failed.
+    #[error("migrating the {backend} schema failed: {source}")]
+    Migrate {
+        /// Which backend.
+        backend: &'static str,
+        /// The migrator's error.
+        source: sqlx::migrate::MigrateError,
+    },
+}
+
+/// An open connection pool to one of the supported backends.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// PostgreSQL.
+    Postgres(PgPool),
+    /// An embedded SQLite file.
+    Sqlite(SqlitePool),
+}
+
+/// Hides the password of a URL, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl Store {
+    /// Opens a pool for `url`; an SQLite file is created when missing.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options =
+                PgConnectOptions::from_str(url).map_err(|source| StoreError::Connect {
+                    backend: "PostgreSQL",
+                    url: redact(url),
+                    source,
+                })?;
+            let pool = PgPoolOptions::new()
+                .max_connections(16)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect_with(options)
+                .await
+                .map_err(|source| StoreError::Connect {
+                    backend: "PostgreSQL",
+                    url: redact(url),
+                    source,
+                })?;
+            Ok(Self::Postgres(pool))
+        } else if url.starts_with("sqlite:") {
+            let connect_error = |source| StoreError::Connect {
+                backend: "SQLite",
+                url: url.to_owned(),
+                source,
+            };
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(connect_error)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(10))
+                .foreign_keys(true);
+            // One writer at a time is SQLite's model; a single connection also keeps the global
+            // order equal to the commit order.
+            let pool = SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options)
+                .await
+                .map_err(connect_error)?;
+            Ok(Self::Sqlite(pool))
+        } else {
+            Err(StoreError::UnsupportedUrl(redact(url)))
+        }
+    }
+
+    /// Applies every pending migration of the backend.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Postgres(pool) => {
+                POSTGRES_MIGRATIONS
+                    .run(pool)
+                    .await
+                    .map_err(|source| StoreError::Migrate {
+                        backend: "PostgreSQL",
+                        source,
+                    })
+            }
+            Self::Sqlite(pool) => {
+                SQLITE_MIGRATIONS
+                    .run(pool)
+                    .await
+                    .map_err(|source| StoreError::Migrate {
+                        backend: "SQLite",
+                        source,
+                    })
+            }
+        }
+    }
+
+    /// The backend's name, for logs.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Postgres(_) => "PostgreSQL",
+            Self::Sqlite(_) => "SQLite",
+        }
+    }
+}
+
+impl Store {
+    /// The global position of one event.
+    pub async fn position_of(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        sequence: i64,
+    ) -> Result<i64, sqlx::Error> {
+        match self {
+            Self::Postgres(pool) => {
+                sqlx::query_scalar(
+                    "SELECT position FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3",
+                )
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .bind(sequence)
+                .fetch_one(pool)
+                .await
+            }
+            Self::Sqlite(pool) => {
+                sqlx::query_scalar(
+                    "SELECT position FROM events WHERE aggregate_type = ? AND aggregate_id = ? AND sequence = ?",
+                )
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .bind(sequence)
+                .fetch_one(pool)
+                .await
+            }
+        }
+    }
+
+    /// Schedules (or moves) a durable timer; its key makes this idempotent.
+    pub async fn schedule_timer(
+        &self,
+        timer: &aggregates::policy::Timer,
+    ) -> Result<(), sqlx::Error> {
+        let action = serde_json::to_string(&timer.action).expect("timer actions serialise");
+        match self {
+            Self::Postgres(pool) => {
+                sqlx::query(
+                    "INSERT INTO timers (timer_key, due_at, action) VALUES ($1, $2, $3::json)
+                     ON CONFLICT (timer_key) DO UPDATE SET due_at = EXCLUDED.due_at, action = EXCLUDED.action",
+                )
+                .bind(&timer.key)
+                .bind(timer.due_at)
+                .bind(action)
+                .execute(pool)
+                .await?;
+            }
+            Self::Sqlite(pool) => {
+                sqlx::query(
+                    "INSERT INTO timers (timer_key, due_at, action) VALUES (?, ?, ?)
+                     ON CONFLICT (timer_key) DO UPDATE SET due_at = excluded.due_at, action = excluded.action",
+                )
+                .bind(&timer.key)
+                .bind(timer.due_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+                .bind(action)
+                .execute(pool)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Cancels the timer with `key`, if any.
+    pub async fn cancel_timer(&self, key: &str) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Postgres(pool) => {
+                sqlx::query("DELETE FROM timers WHERE timer_key = $1")
+                    .bind(key)
+                    .execute(pool)
+                    .await?;
+            }
+            Self::Sqlite(pool) => {
+                sqlx::query("DELETE FROM timers WHERE timer_key = ?")
+                    .bind(key)
+                    .execute(pool)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redact_hides_only_the_password() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/ledger"),
+            "postgres://app:***@db:5432/ledger"
+        );
+        assert_eq!(
+            redact("postgres://app@db/ledger"),
+            "postgres://app@db/ledger"
+        );
+        assert_eq!(redact("sqlite:seatledger.db"), "sqlite:seatledger.db");
+    }
+}

@@ -1,0 +1,163 @@
+//! The write side over both real backends: commands land in the log with a global position,
+//! an event id and an instant; follow-ups run to completion; timers are stored.
+
+mod support;
+
+use aggregates::catalog::{default_catalog, offers};
+use aggregates::personal::{PrincipalFingerprint, SealedDetails};
+use aggregates::policy::FollowUp;
+use aggregates::subscription::SubscriptionStatus;
+use aggregates::tenant::TenantCommand;
+use aggregates::user::{UserCommand, UserStatus};
+use aggregates::values::{
+    DomainName, OfferId, OrganisationName, ProvisioningId, Quantity, Term, UserRole,
+};
+use aggregates::CommercialRules;
+use chrono::{TimeZone, Utc};
+use seatledger::ledger::Metadata;
+use seatledger::store::Store;
+use seatledger::{with_ledger, AnyLedger};
+use support::{fresh_store, Backend};
+use uuid::Uuid;
+
+async fn log_columns(store: &Store) -> Vec<(i64, String, String)> {
+    match store {
+        Store::Postgres(pool) => sqlx::query_as::<_, (i64, Uuid, chrono::DateTime<Utc>)>(
+            "SELECT position, event_id, recorded_at FROM events ORDER BY position",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(position, id, at)| (position, id.to_string(), at.to_rfc3339()))
+        .collect(),
+        Store::Sqlite(pool) => sqlx::query_as::<_, (i64, String, String)>(
+            "SELECT position, event_id, recorded_at FROM events ORDER BY position",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap(),
+    }
+}
+
+async fn timer_keys(store: &Store) -> Vec<String> {
+    match store {
+        Store::Postgres(pool) => sqlx::query_scalar("SELECT timer_key FROM timers")
+            .fetch_all(pool)
+            .await
+            .unwrap(),
+        Store::Sqlite(pool) => sqlx::query_scalar("SELECT timer_key FROM timers")
+            .fetch_all(pool)
+            .await
+            .unwrap(),
+    }
+}
+
+async fn purchase_assign_delete(backend: Backend) {
+    let fresh = fresh_store(backend).await;
+    let any = AnyLedger::new(fresh.store.clone(), CommercialRules::default());
+    let at = Utc.with_ymd_and_hms(2026, 1, 1, 9, 0, 0).unwrap();
+    let (tenant_id, subscription_id, user_id) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let bp = default_catalog()
+        .get(&OfferId::parse(offers::BUSINESS_PREMIUM).unwrap())
+        .unwrap()
+        .clone();
+    let metadata = Metadata::from([("request_id".to_owned(), "test".to_owned())]);
+    with_ledger!(&any, ledger => {
+        let tenant = |command| FollowUp::Tenant { tenant_id, command };
+        let created = ledger
+            .dispatch(tenant(TenantCommand::CreateTenant {
+                tenant_id,
+                domain: DomainName::parse("contoso.onmicrosoft.com").unwrap(),
+                name: OrganisationName::parse("Contoso").unwrap(),
+                reseller_id: None,
+                at,
+            }), &metadata)
+            .await
+            .unwrap()
+            .expect("tenant created");
+        let purchased = ledger
+            .dispatch(tenant(TenantCommand::PurchaseSubscription {
+                subscription_id,
+                offer: bp.clone(),
+                quantity: Quantity::parse("quantity", 2).unwrap(),
+                term: Term::Monthly,
+                billing_profile_id: Uuid::new_v4(),
+                trial: false,
+                at,
+            }), &metadata)
+            .await
+            .unwrap()
+            .expect("purchase recorded");
+        assert!(ledger.position(&purchased).await.unwrap() > ledger.position(&created).await.unwrap());
+
+        // The purchase's follow-up opened the subscription aggregate.
+        let subscription = ledger.subscription(subscription_id).await.unwrap();
+        let state = subscription.state.expect("opened by the process manager");
+        assert_eq!((state.quantity, state.status), (2, SubscriptionStatus::Active));
+
+        ledger
+            .dispatch(tenant(TenantCommand::RegisterUser {
+                user_id,
+                principal_domain: DomainName::parse("contoso.onmicrosoft.com").unwrap(),
+                fingerprint: PrincipalFingerprint::parse(&"ab".repeat(32)).unwrap(),
+                details: SealedDetails { key_id: user_id, ciphertext: "c2VhbGVk".into() },
+                role: UserRole::User,
+                at,
+            }), &metadata)
+            .await
+            .unwrap();
+        ledger
+            .dispatch(tenant(TenantCommand::AssignLicenses { user_id, add: vec![bp.id], remove: vec![], at }), &metadata)
+            .await
+            .unwrap();
+        let product = ProvisioningId::parse("O365_BUSINESS_PREMIUM").unwrap();
+        assert_eq!(ledger.tenant(tenant_id).await.unwrap().seats(&product).available, 1);
+
+        // Deleting the user releases its seat and schedules its purge, durably.
+        ledger
+            .dispatch(FollowUp::User { user_id, command: UserCommand::DeleteUser { at } }, &metadata)
+            .await
+            .unwrap();
+        assert_eq!(ledger.tenant(tenant_id).await.unwrap().seats(&product).available, 2);
+        let user = ledger.user(user_id).await.unwrap().state.unwrap();
+        assert!(matches!(user.status, UserStatus::Deleted { .. }));
+        assert_eq!(timer_keys(&fresh.store).await, vec![format!("purge-user/{user_id}")]);
+
+        // A refusal comes back as the domain's error and writes nothing.
+        let before = log_columns(&fresh.store).await.len();
+        let refused = ledger
+            .dispatch(tenant(TenantCommand::AssignLicenses { user_id, add: vec![bp.id], remove: vec![], at }), &metadata)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.to_string(), format!("user {user_id} is deleted, not active"));
+        assert_eq!(log_columns(&fresh.store).await.len(), before);
+    });
+
+    // Every event has a strictly increasing position, a distinct id and a recording instant.
+    let rows = log_columns(&fresh.store).await;
+    assert!(rows.len() >= 8, "{rows:?}");
+    assert!(
+        rows.windows(2).all(|pair| pair[0].0 < pair[1].0),
+        "{rows:?}"
+    );
+    let mut ids: Vec<&String> = rows.iter().map(|row| &row.1).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), rows.len());
+    assert!(rows
+        .iter()
+        .all(|row| Uuid::parse_str(&row.1).is_ok() && !row.2.is_empty()));
+    drop(any);
+    fresh.remove().await;
+}
+
+#[tokio::test]
+async fn commands_and_follow_ups_land_in_the_postgres_log() {
+    purchase_assign_delete(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn commands_and_follow_ups_land_in_the_sqlite_log() {
+    purchase_assign_delete(Backend::Sqlite).await;
+}
