@@ -4,6 +4,7 @@
 pub mod config;
 pub mod ledger;
 pub mod store;
+pub mod vault;
 
 use postgres_es::PostgresEventRepository;
 use sqlite_es::SqliteEventRepository;
