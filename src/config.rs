@@ -28,3 +28,40 @@ impl StoreSettings {
             .with_cancellation_window(Duration::hours(self.cancellation_window_hours))
     }
 }
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Readable lines, for people.
+    Text,
+    /// One JSON object per line, for machines.
+    Json,
+}
+
+/// Settings of `seatledger serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeSettings {
+    /// The store.
+    #[command(flatten)]
+    pub store: StoreSettings,
+
+    /// The address to listen on.
+    #[arg(long, env = "SEATLEDGER_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+
+    /// NATS server to publish events to (JetStream); none: no publishing.
+    #[arg(long, env = "NATS_URL")]
+    pub nats_url: Option<String>,
+
+    /// Makes the clock settable through POST /v1/sandbox/clock.
+    #[arg(long, env = "SEATLEDGER_SANDBOX_CLOCK")]
+    pub sandbox_clock: bool,
+
+    /// The bootstrap admin token; when unset on first start one is generated and printed once.
+    #[arg(long, env = "SEATLEDGER_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// How log lines are written.
+    #[arg(long, env = "SEATLEDGER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+}

@@ -326,6 +326,13 @@ impl<R: PersistedEventRepository> Ledger<R> {
     }
 }
 
+impl<R: PersistedEventRepository> Ledger<R> {
+    /// The position of the newest event in the log (0 when empty).
+    pub async fn log_end(&self) -> Result<i64, LedgerError> {
+        self.store.log_end().await.map_err(store_error)
+    }
+}
+
 fn store_error(error: sqlx::Error) -> LedgerError {
     LedgerError::Store(error.to_string())
 }

@@ -1,7 +1,10 @@
 //! The seatledger service: the event store on PostgreSQL or SQLite, the write side that runs
 //! commands and their process managers, and (to come) the HTTP API and log consumers.
 
+pub mod auth;
+pub mod clock;
 pub mod config;
+pub mod http;
 pub mod ledger;
 pub mod store;
 pub mod vault;
@@ -49,4 +52,80 @@ macro_rules! with_ledger {
             $crate::AnyLedger::Sqlite($ledger) => $body,
         }
     };
+}
+
+impl AnyLedger {
+    /// Runs a command and its follow-ups; see [`Ledger::dispatch`].
+    pub async fn dispatch(
+        &self,
+        command: aggregates::policy::FollowUp,
+        metadata: &ledger::Metadata,
+    ) -> Result<Option<ledger::Landed>, ledger::LedgerError> {
+        with_ledger!(self, ledger => ledger.dispatch(command, metadata).await)
+    }
+
+    /// Runs a catalog command.
+    pub async fn catalog(
+        &self,
+        command: aggregates::catalog::CatalogCommand,
+        metadata: &ledger::Metadata,
+    ) -> Result<Option<ledger::Landed>, ledger::LedgerError> {
+        with_ledger!(self, ledger => ledger.catalog(command, metadata).await)
+    }
+
+    /// The current catalog.
+    pub async fn current_catalog(
+        &self,
+    ) -> Result<aggregates::catalog::CatalogAggregate, ledger::LedgerError> {
+        with_ledger!(self, ledger => ledger.current_catalog().await)
+    }
+
+    /// The log position a command's response reports: of its last event, or, when it decided
+    /// nothing, the log's current end (what a reader must have seen to see the unchanged state).
+    pub async fn position_after(
+        &self,
+        landed: Option<&ledger::Landed>,
+    ) -> Result<i64, ledger::LedgerError> {
+        match landed {
+            Some(landed) => with_ledger!(self, ledger => ledger.position(landed).await),
+            None => with_ledger!(self, ledger => ledger.log_end().await),
+        }
+    }
+}
+
+/// Opens the store, applies migrations, seeds the default catalog, makes sure an admin token
+/// exists, and returns the service's state with the generated admin token, if one was made.
+pub async fn start(
+    settings: &config::ServeSettings,
+) -> anyhow::Result<(http::AppState, Option<String>)> {
+    let store = store::Store::connect(&settings.store.database_url).await?;
+    store.migrate().await?;
+    let ledger = std::sync::Arc::new(AnyLedger::new(store.clone(), settings.store.rules()));
+    let clock = std::sync::Arc::new(if settings.sandbox_clock {
+        clock::Clock::sandbox()
+    } else {
+        clock::Clock::system()
+    });
+    let system = ledger::Metadata::from([("role".to_owned(), "system".to_owned())]);
+    ledger
+        .catalog(
+            aggregates::catalog::CatalogCommand::SeedDefaults { at: clock.now() },
+            &system,
+        )
+        .await?;
+    let tokens = auth::Tokens::new(store.clone());
+    let generated = tokens
+        .bootstrap_admin(settings.admin_token.as_deref())
+        .await?;
+    let vault = vault::Vault::open(store.clone()).await?;
+    Ok((
+        http::AppState {
+            ledger,
+            store,
+            vault,
+            tokens,
+            clock,
+        },
+        generated,
+    ))
 }

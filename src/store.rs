@@ -226,6 +226,32 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Checks the database answers.
+    pub async fn ping(&self) -> Result<(), sqlx::Error> {
+        match self {
+            Self::Postgres(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+            Self::Sqlite(pool) => sqlx::query("SELECT 1").execute(pool).await.map(drop),
+        }
+    }
+
+    /// The position of the newest event (0 when the log is empty).
+    pub async fn log_end(&self) -> Result<i64, sqlx::Error> {
+        match self {
+            Self::Postgres(pool) => {
+                sqlx::query_scalar("SELECT COALESCE(MAX(position), 0)::bigint FROM events")
+                    .fetch_one(pool)
+                    .await
+            }
+            Self::Sqlite(pool) => {
+                sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events")
+                    .fetch_one(pool)
+                    .await
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::redact;

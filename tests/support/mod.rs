@@ -81,3 +81,87 @@ pub async fn fresh_postgres_database() -> String {
         .expect("CREATE DATABASE for the test");
     format!("postgres://postgres@127.0.0.1:5432/{name}")
 }
+
+/// The service running on a free port over a fresh database.
+pub struct TestApp {
+    pub address: String,
+    pub admin_token: String,
+    pub client: reqwest::Client,
+    pub fresh: FreshStore,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.address)
+    }
+
+    /// A request with the given bearer token.
+    pub fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+    ) -> reqwest::RequestBuilder {
+        self.client
+            .request(method, self.url(path))
+            .bearer_auth(token)
+    }
+
+    /// Stops the server (gracefully) and removes the database.
+    pub async fn stop(mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.expect("the server task ends cleanly");
+        }
+        self.fresh.remove().await;
+    }
+}
+
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, false).await
+}
+
+pub async fn spawn_app_with(backend: Backend, sandbox_clock: bool) -> TestApp {
+    use clap::Parser;
+    let fresh = fresh_store(backend).await;
+    let admin_token = format!("test-admin-{}", uuid::Uuid::new_v4());
+    #[derive(Parser)]
+    struct Args {
+        #[command(flatten)]
+        serve: seatledger::config::ServeSettings,
+    }
+    let mut settings = Args::parse_from(["seatledger"]).serve;
+    settings.store.database_url = fresh.url.clone();
+    settings.bind = "127.0.0.1:0".into();
+    settings.admin_token = Some(admin_token.clone());
+    settings.sandbox_clock = sandbox_clock;
+    let (state, generated) = seatledger::start(&settings)
+        .await
+        .expect("the service starts");
+    assert!(
+        generated.is_none(),
+        "a configured admin token is not replaced"
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        seatledger::http::serve(listener, state, async {
+            let _ = stop.await;
+        })
+        .await
+        .expect("the server runs");
+    });
+    TestApp {
+        address,
+        admin_token,
+        client: reqwest::Client::new(),
+        fresh,
+        shutdown: Some(shutdown),
+        server: Some(server),
+    }
+}

@@ -1,0 +1,116 @@
+//! The HTTP API of API.md (axum): state, authentication, the router and graceful serving.
+
+pub mod problem;
+mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use axum::Router;
+use serde::de::DeserializeOwned;
+use tokio::net::TcpListener;
+use tower_http::limit::RequestBodyLimitLayer;
+use tower_http::trace::TraceLayer;
+use tracing::info;
+
+use crate::auth::{Principal, Tokens};
+use crate::clock::Clock;
+use crate::store::Store;
+use crate::vault::Vault;
+use crate::AnyLedger;
+use problem::ApiError;
+
+/// Bodies larger than this are refused with 413: no command needs more.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The write side.
+    pub ledger: Arc<AnyLedger>,
+    /// The store (for reads until the projections arrive).
+    pub store: Store,
+    /// The key store.
+    pub vault: Vault,
+    /// The token table.
+    pub tokens: Tokens,
+    /// The service's clock.
+    pub clock: Arc<Clock>,
+}
+
+impl FromRef<AppState> for Tokens {
+    fn from_ref(state: &AppState) -> Self {
+        state.tokens.clone()
+    }
+}
+
+impl<S> FromRequestParts<S> for Principal
+where
+    S: Send + Sync,
+    Tokens: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .ok_or(ApiError::Unauthorized)?;
+        let token = header
+            .strip_prefix("Bearer ")
+            .map(str::trim)
+            .filter(|token| !token.is_empty())
+            .ok_or(ApiError::Unauthorized)?;
+        Tokens::from_ref(state)
+            .authenticate(token)
+            .await?
+            .ok_or(ApiError::Unauthorized)
+    }
+}
+
+/// A JSON body whose rejections are problem documents (400 malformed, 422 invalid).
+pub struct Json<T>(pub T);
+
+impl<T, S> FromRequest<S> for Json<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let axum::Json(value) = axum::Json::<T>::from_request(request, state).await?;
+        Ok(Self(value))
+    }
+}
+
+impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
+    fn into_response(self) -> axum::response::Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// The service's router over `state`.
+pub fn router(state: AppState) -> Router {
+    routes::routes()
+        .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Serves until `shutdown` completes; in-flight requests finish first.
+pub async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let address: SocketAddr = listener.local_addr()?;
+    info!(%address, "seatledger listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}

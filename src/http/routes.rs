@@ -1,0 +1,196 @@
+//! The routes of API.md that exist so far: health, tokens, the catalog.
+
+use aggregates::catalog::{CatalogCommand, Offer};
+use aggregates::values::{OfferId, ProductName, ProvisioningId, UnitPrice};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::problem::ApiError;
+use super::{AppState, Json};
+use crate::auth::{Principal, Role};
+use crate::ledger::Metadata;
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1/tokens", axum::routing::post(issue_token))
+        .route("/v1/offers", get(list_offers).post(publish_offer))
+        .route("/v1/offers/{offer_id}", get(get_offer))
+}
+
+/// Who did it and why, for the events' metadata. Never the token itself.
+pub(super) fn metadata(principal: &Principal) -> Metadata {
+    Metadata::from([
+        ("token_id".to_owned(), principal.token_id.to_string()),
+        ("role".to_owned(), principal.role.to_string()),
+    ])
+}
+
+fn require(principal: &Principal, roles: &[Role]) -> Result<(), ApiError> {
+    if roles.contains(&principal.role) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden)
+    }
+}
+
+async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    state.store.ping().await?;
+    Ok(Json(
+        json!({"status": "ready", "store": state.store.backend()}),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TokenRequest {
+    role: String,
+    reseller_id: Option<Uuid>,
+    tenant_id: Option<Uuid>,
+}
+
+async fn issue_token(
+    principal: Principal,
+    State(state): State<AppState>,
+    Json(request): Json<TokenRequest>,
+) -> Result<impl IntoResponse, ApiError> {
+    require(&principal, &[Role::Admin])?;
+    let role: Role = request.role.parse().map_err(|reason| ApiError::Invalid {
+        field: "role".into(),
+        reason,
+    })?;
+    let (token_id, token) = state
+        .tokens
+        .issue(role, request.reseller_id, request.tenant_id)
+        .await
+        .map_err(|error| match error {
+            crate::auth::TokenError::Scope(reason) => ApiError::Invalid {
+                field: "role".into(),
+                reason,
+            },
+            crate::auth::TokenError::Store(error) => error.into(),
+        })?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "token_id": token_id,
+            "token": token,
+            "role": role,
+            "reseller_id": request.reseller_id,
+            "tenant_id": request.tenant_id,
+        })),
+    ))
+}
+
+async fn list_offers(
+    _principal: Principal,
+    State(state): State<AppState>,
+) -> Result<Json<Value>, ApiError> {
+    let catalog = state.ledger.current_catalog().await?;
+    let offers: Vec<&Offer> = catalog.catalog.offers().collect();
+    Ok(Json(json!({ "offers": offers })))
+}
+
+async fn get_offer(
+    _principal: Principal,
+    State(state): State<AppState>,
+    Path(offer_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let offer_id = OfferId::parse(&offer_id)?;
+    let catalog = state.ledger.current_catalog().await?;
+    let offer = catalog
+        .catalog
+        .get(&offer_id)
+        .ok_or_else(|| ApiError::NotFound(format!("offer {offer_id} is not in the catalog")))?;
+    Ok(Json(json!({ "offer": offer })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PriceInput {
+    amount: String,
+    currency: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OfferInput {
+    id: String,
+    name: String,
+    provisioning_id: String,
+    trial_offer_id: Option<String>,
+    assignable_to_users: bool,
+    #[serde(default)]
+    possible_upgrades: Vec<String>,
+    unit_price: PriceInput,
+    #[serde(default)]
+    parent_offers: Vec<String>,
+}
+
+impl OfferInput {
+    fn parse(self) -> Result<Offer, ApiError> {
+        let ids = |raw: Vec<String>, field: &'static str| -> Result<Vec<OfferId>, ApiError> {
+            raw.iter()
+                .map(|id| {
+                    OfferId::parse(id).map_err(|_| ApiError::Invalid {
+                        field: field.into(),
+                        reason: format!("'{id}' is not a GUID"),
+                    })
+                })
+                .collect()
+        };
+        Ok(Offer {
+            id: OfferId::parse(&self.id)?,
+            name: ProductName::parse(&self.name)?,
+            provisioning_id: ProvisioningId::parse(&self.provisioning_id)?,
+            trial_offer_id: self
+                .trial_offer_id
+                .map(|id| {
+                    OfferId::parse(&id).map_err(|_| ApiError::Invalid {
+                        field: "trial_offer_id".into(),
+                        reason: "must be a GUID".into(),
+                    })
+                })
+                .transpose()?,
+            assignable_to_users: self.assignable_to_users,
+            possible_upgrades: ids(self.possible_upgrades, "possible_upgrades")?,
+            unit_price: UnitPrice::parse(&self.unit_price.amount, &self.unit_price.currency)?,
+            parent_offers: ids(self.parent_offers, "parent_offers")?,
+        })
+    }
+}
+
+async fn publish_offer(
+    principal: Principal,
+    State(state): State<AppState>,
+    Json(input): Json<OfferInput>,
+) -> Result<impl IntoResponse, ApiError> {
+    require(&principal, &[Role::Admin])?;
+    let offer = input.parse()?;
+    let landed = state
+        .ledger
+        .catalog(
+            CatalogCommand::PublishOffer {
+                offer: offer.clone(),
+                at: state.clock.now(),
+            },
+            &metadata(&principal),
+        )
+        .await?;
+    let position = state.ledger.position_after(landed.as_ref()).await?;
+    Ok((
+        StatusCode::OK,
+        Json(json!({ "offer": offer, "position": position })),
+    ))
+}

@@ -1,0 +1,220 @@
+//! Health, authentication, tokens and the catalog over HTTP, on both backends.
+
+mod support;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use support::{spawn_app, Backend};
+
+async fn problem(response: reqwest::Response, status: StatusCode, code: &str) -> Value {
+    assert_eq!(response.status(), status);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/problem+json"
+    );
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status.as_u16());
+    body
+}
+
+async fn basics(backend: Backend) {
+    let app = spawn_app(backend).await;
+
+    let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    let ready: Value = app
+        .client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["status"], "ready");
+
+    // No token, a wrong token: 401.
+    let anonymous = app.client.get(app.url("/v1/offers")).send().await.unwrap();
+    problem(anonymous, StatusCode::UNAUTHORIZED, "unauthorized").await;
+    let wrong = app
+        .request(Method::GET, "/v1/offers", "nope")
+        .send()
+        .await
+        .unwrap();
+    problem(wrong, StatusCode::UNAUTHORIZED, "unauthorized").await;
+
+    // The default catalog is served, with real ids and decimal-string prices.
+    let offers: Value = app
+        .request(Method::GET, "/v1/offers", &app.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(offers["offers"].as_array().unwrap().len(), 8);
+    let bp: Value = app
+        .request(
+            Method::GET,
+            "/v1/offers/031C9E47-4802-4248-838E-778FB1D2CC05",
+            &app.admin_token,
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(bp["offer"]["provisioning_id"], "O365_BUSINESS_PREMIUM");
+    assert_eq!(
+        bp["offer"]["unit_price"],
+        json!({"amount": "12.50", "currency": "USD"})
+    );
+    let unknown = app
+        .request(
+            Method::GET,
+            "/v1/offers/00000000-0000-0000-0000-000000000000",
+            &app.admin_token,
+        )
+        .send()
+        .await
+        .unwrap();
+    problem(unknown, StatusCode::NOT_FOUND, "not_found").await;
+    let not_a_guid = app
+        .request(Method::GET, "/v1/offers/e3", &app.admin_token)
+        .send()
+        .await
+        .unwrap();
+    let body = problem(
+        not_a_guid,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_value",
+    )
+    .await;
+    assert_eq!(body["field"], "offer_id");
+
+    // Tokens: admin issues a support token; support may read but not issue.
+    let issued = app
+        .request(Method::POST, "/v1/tokens", &app.admin_token)
+        .json(&json!({"role": "support"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(issued.status(), StatusCode::CREATED);
+    let support: Value = issued.json().await.unwrap();
+    let support_token = support["token"].as_str().unwrap().to_owned();
+    let read = app
+        .request(Method::GET, "/v1/offers", &support_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), StatusCode::OK);
+    let denied = app
+        .request(Method::POST, "/v1/tokens", &support_token)
+        .json(&json!({"role": "admin"}))
+        .send()
+        .await
+        .unwrap();
+    problem(denied, StatusCode::FORBIDDEN, "forbidden").await;
+
+    // Bad token requests: a role without its scope, an unknown role, malformed JSON.
+    let unscoped = app
+        .request(Method::POST, "/v1/tokens", &app.admin_token)
+        .json(&json!({"role": "customer_admin"}))
+        .send()
+        .await
+        .unwrap();
+    problem(unscoped, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value").await;
+    let unknown_role = app
+        .request(Method::POST, "/v1/tokens", &app.admin_token)
+        .json(&json!({"role": "root"}))
+        .send()
+        .await
+        .unwrap();
+    let body = problem(
+        unknown_role,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "invalid_value",
+    )
+    .await;
+    assert_eq!(body["field"], "role");
+    let malformed = app
+        .request(Method::POST, "/v1/tokens", &app.admin_token)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    problem(malformed, StatusCode::BAD_REQUEST, "malformed_request").await;
+    let oversized = app
+        .request(Method::POST, "/v1/tokens", &app.admin_token)
+        .header("content-type", "application/json")
+        .body(format!("{{\"role\": \"{}\"}}", "x".repeat(100 * 1024)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(oversized.status(), StatusCode::PAYLOAD_TOO_LARGE);
+
+    // Catalog changes: admin publishes an add-on; a cycle or a negative price is refused.
+    let addon = json!({
+        "id": "11111111-1111-1111-1111-111111111111",
+        "name": "Test Add-on",
+        "provisioning_id": "TEST_ADDON",
+        "assignable_to_users": true,
+        "unit_price": {"amount": "1.25", "currency": "EUR"},
+        "parent_offers": ["031c9e47-4802-4248-838e-778fb1d2cc05"]
+    });
+    let published = app
+        .request(Method::POST, "/v1/offers", &app.admin_token)
+        .json(&addon)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(published.status(), StatusCode::OK);
+    let published: Value = published.json().await.unwrap();
+    assert!(published["position"].as_i64().unwrap() > 8);
+    let mut cyclic = addon.clone();
+    cyclic["parent_offers"] = json!(["11111111-1111-1111-1111-111111111111"]);
+    let refused = app
+        .request(Method::POST, "/v1/offers", &app.admin_token)
+        .json(&cyclic)
+        .send()
+        .await
+        .unwrap();
+    problem(
+        refused,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "offer_parent_cycle",
+    )
+    .await;
+    let mut negative = addon.clone();
+    negative["unit_price"]["amount"] = json!("-1");
+    let refused = app
+        .request(Method::POST, "/v1/offers", &app.admin_token)
+        .json(&negative)
+        .send()
+        .await
+        .unwrap();
+    let body = problem(refused, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value").await;
+    assert_eq!(body["field"], "unit_price");
+    let by_support = app
+        .request(Method::POST, "/v1/offers", &support_token)
+        .json(&addon)
+        .send()
+        .await
+        .unwrap();
+    problem(by_support, StatusCode::FORBIDDEN, "forbidden").await;
+
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn health_auth_tokens_and_catalog_on_postgres() {
+    basics(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn health_auth_tokens_and_catalog_on_sqlite() {
+    basics(Backend::Sqlite).await;
+}
