@@ -308,6 +308,21 @@ impl<R: PersistedEventRepository> Ledger<R> {
         self.users.load(&user_id.to_string()).await
     }
 
+    /// The current state of a reseller.
+    pub async fn reseller_state(&self, reseller_id: uuid::Uuid) -> Result<Reseller, LedgerError> {
+        self.resellers.load(&reseller_id.to_string()).await
+    }
+
+    /// The current state of a billing profile.
+    pub async fn billing_profile_state(
+        &self,
+        billing_profile_id: uuid::Uuid,
+    ) -> Result<BillingProfile, LedgerError> {
+        self.billing_profiles
+            .load(&billing_profile_id.to_string())
+            .await
+    }
+
     /// The current catalog.
     pub async fn current_catalog(&self) -> Result<CatalogAggregate, LedgerError> {
         self.catalog.load(aggregates::catalog::CATALOG_ID).await

@@ -73,6 +73,50 @@ impl AnyLedger {
         with_ledger!(self, ledger => ledger.catalog(command, metadata).await)
     }
 
+    /// Runs a reseller command.
+    pub async fn reseller(
+        &self,
+        reseller_id: uuid::Uuid,
+        command: aggregates::party::ResellerCommand,
+        metadata: &ledger::Metadata,
+    ) -> Result<Option<ledger::Landed>, ledger::LedgerError> {
+        with_ledger!(self, ledger => ledger.reseller(reseller_id, command, metadata).await)
+    }
+
+    /// Runs a billing-profile command.
+    pub async fn billing_profile(
+        &self,
+        billing_profile_id: uuid::Uuid,
+        command: aggregates::party::BillingProfileCommand,
+        metadata: &ledger::Metadata,
+    ) -> Result<Option<ledger::Landed>, ledger::LedgerError> {
+        with_ledger!(self, ledger => ledger.billing_profile(billing_profile_id, command, metadata).await)
+    }
+
+    /// A reseller's state.
+    pub async fn reseller_state(
+        &self,
+        reseller_id: uuid::Uuid,
+    ) -> Result<aggregates::party::Reseller, ledger::LedgerError> {
+        with_ledger!(self, ledger => ledger.reseller_state(reseller_id).await)
+    }
+
+    /// A billing profile's state.
+    pub async fn billing_profile_state(
+        &self,
+        billing_profile_id: uuid::Uuid,
+    ) -> Result<aggregates::party::BillingProfile, ledger::LedgerError> {
+        with_ledger!(self, ledger => ledger.billing_profile_state(billing_profile_id).await)
+    }
+
+    /// A tenant's state.
+    pub async fn tenant(
+        &self,
+        tenant_id: uuid::Uuid,
+    ) -> Result<aggregates::tenant::Tenant, ledger::LedgerError> {
+        with_ledger!(self, ledger => ledger.tenant(tenant_id).await)
+    }
+
     /// The current catalog.
     pub async fn current_catalog(
         &self,

@@ -1,4 +1,7 @@
-//! The routes of API.md that exist so far: health, tokens, the catalog.
+//! The routes of API.md that exist so far: health, tokens, the catalog, resellers, billing
+//! profiles and tenants.
+
+mod parties;
 
 use aggregates::catalog::{CatalogCommand, Offer};
 use aggregates::values::{OfferId, ProductName, ProvisioningId, UnitPrice};
@@ -23,6 +26,15 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v1/tokens", axum::routing::post(issue_token))
         .route("/v1/offers", get(list_offers).post(publish_offer))
         .route("/v1/offers/{offer_id}", get(get_offer))
+        .merge(parties::routes())
+}
+
+/// Parses an id from the path, naming the parameter when it is not a UUID.
+pub(super) fn parse_id(field: &'static str, raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::Invalid {
+        field: field.into(),
+        reason: format!("'{raw}' is not a UUID"),
+    })
 }
 
 /// Who did it and why, for the events' metadata. Never the token itself.

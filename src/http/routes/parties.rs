@@ -1,0 +1,302 @@
+//! Resellers, billing profiles and tenants: who buys, who pays, who is served.
+
+use aggregates::party::{BillingProfileCommand, ResellerCommand};
+use aggregates::policy::FollowUp;
+use aggregates::tenant::{Tenant, TenantCommand, TenantProfile};
+use aggregates::values::{Currency, DomainName, OrganisationName};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::{metadata, parse_id, require};
+use crate::auth::{Principal, Role};
+use crate::http::problem::ApiError;
+use crate::http::{AppState, Json};
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/resellers", post(create_reseller))
+        .route("/v1/resellers/{reseller_id}", get(get_reseller))
+        .route("/v1/billing-profiles", post(create_billing_profile))
+        .route(
+            "/v1/billing-profiles/{billing_profile_id}",
+            get(get_billing_profile),
+        )
+        .route("/v1/tenants", post(create_tenant))
+        .route("/v1/tenants/{tenant_id}", get(get_tenant))
+}
+
+/// Whether the caller may see a tenant at all; when not, the tenant answers 404, so that a
+/// token never learns which tenants exist outside its scope.
+pub(crate) fn may_see_tenant(principal: &Principal, profile: &TenantProfile) -> bool {
+    match principal.role {
+        Role::Admin | Role::Support | Role::Auditor => true,
+        Role::Reseller => {
+            principal.reseller_id.is_some() && principal.reseller_id == profile.reseller_id
+        }
+        Role::CustomerAdmin | Role::PasswordAdmin => principal.tenant_id == Some(profile.tenant_id),
+    }
+}
+
+/// Loads a tenant the caller may see, or answers 404.
+pub(crate) async fn visible_tenant(
+    state: &AppState,
+    principal: &Principal,
+    tenant_id: Uuid,
+) -> Result<(Tenant, TenantProfile), ApiError> {
+    let tenant = state.ledger.tenant(tenant_id).await?;
+    match tenant.profile.clone() {
+        Some(profile) if may_see_tenant(principal, &profile) => Ok((tenant, profile)),
+        _ => Err(ApiError::NotFound(format!(
+            "tenant {tenant_id} does not exist"
+        ))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResellerInput {
+    name: String,
+}
+
+async fn create_reseller(
+    principal: Principal,
+    State(state): State<AppState>,
+    Json(input): Json<ResellerInput>,
+) -> Result<impl IntoResponse, ApiError> {
+    require(&principal, &[Role::Admin])?;
+    let name = OrganisationName::parse(&input.name)?;
+    let reseller_id = Uuid::new_v4();
+    let landed = state
+        .ledger
+        .reseller(
+            reseller_id,
+            ResellerCommand::CreateReseller {
+                reseller_id,
+                name: name.clone(),
+                at: state.clock.now(),
+            },
+            &metadata(&principal),
+        )
+        .await?;
+    let position = state.ledger.position_after(landed.as_ref()).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"id": reseller_id, "name": name, "position": position})),
+    ))
+}
+
+async fn get_reseller(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(reseller_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let reseller_id = parse_id("reseller_id", &reseller_id)?;
+    let visible = match principal.role {
+        Role::Admin | Role::Support | Role::Auditor => true,
+        Role::Reseller => principal.reseller_id == Some(reseller_id),
+        Role::CustomerAdmin | Role::PasswordAdmin => false,
+    };
+    let reseller = state.ledger.reseller_state(reseller_id).await?;
+    match (
+        visible,
+        reseller.reseller_id,
+        reseller.name,
+        reseller.created_at,
+    ) {
+        (true, Some(id), Some(name), Some(created_at)) => Ok(Json(
+            json!({"id": id, "name": name, "created_at": created_at}),
+        )),
+        _ => Err(ApiError::NotFound(format!(
+            "reseller {reseller_id} does not exist"
+        ))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BillingProfileInput {
+    name: String,
+    currency: String,
+    reseller_id: Option<Uuid>,
+}
+
+async fn create_billing_profile(
+    principal: Principal,
+    State(state): State<AppState>,
+    Json(input): Json<BillingProfileInput>,
+) -> Result<impl IntoResponse, ApiError> {
+    require(&principal, &[Role::Admin, Role::Reseller])?;
+    let reseller_id = match principal.role {
+        Role::Reseller
+            if input.reseller_id.is_some() && input.reseller_id != principal.reseller_id =>
+        {
+            return Err(ApiError::Forbidden)
+        }
+        Role::Reseller => principal.reseller_id,
+        _ => input.reseller_id,
+    };
+    if let Some(reseller_id) = reseller_id {
+        ensure_reseller(&state, reseller_id).await?;
+    }
+    let name = OrganisationName::parse(&input.name)?;
+    let currency = Currency::parse(&input.currency)?;
+    let billing_profile_id = Uuid::new_v4();
+    let landed = state
+        .ledger
+        .billing_profile(
+            billing_profile_id,
+            BillingProfileCommand::CreateBillingProfile {
+                billing_profile_id,
+                name: name.clone(),
+                currency: currency.clone(),
+                reseller_id,
+                at: state.clock.now(),
+            },
+            &metadata(&principal),
+        )
+        .await?;
+    let position = state.ledger.position_after(landed.as_ref()).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": billing_profile_id,
+            "name": name,
+            "currency": currency,
+            "reseller_id": reseller_id,
+            "position": position,
+        })),
+    ))
+}
+
+async fn ensure_reseller(state: &AppState, reseller_id: Uuid) -> Result<(), ApiError> {
+    if state
+        .ledger
+        .reseller_state(reseller_id)
+        .await?
+        .reseller_id
+        .is_none()
+    {
+        return Err(ApiError::Invalid {
+            field: "reseller_id".into(),
+            reason: format!("reseller {reseller_id} does not exist"),
+        });
+    }
+    Ok(())
+}
+
+async fn get_billing_profile(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(billing_profile_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let billing_profile_id = parse_id("billing_profile_id", &billing_profile_id)?;
+    let profile = state
+        .ledger
+        .billing_profile_state(billing_profile_id)
+        .await?;
+    let not_found = || {
+        ApiError::NotFound(format!(
+            "billing profile {billing_profile_id} does not exist"
+        ))
+    };
+    let profile = profile.state.ok_or_else(not_found)?;
+    let visible = match principal.role {
+        Role::Admin | Role::Support | Role::Auditor => true,
+        Role::Reseller => {
+            principal.reseller_id.is_some() && principal.reseller_id == profile.reseller_id
+        }
+        Role::CustomerAdmin | Role::PasswordAdmin => false,
+    };
+    if !visible {
+        return Err(not_found());
+    }
+    Ok(Json(json!({
+        "id": profile.billing_profile_id,
+        "name": profile.name,
+        "currency": profile.currency,
+        "reseller_id": profile.reseller_id,
+        "created_at": profile.created_at,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantInput {
+    domain: String,
+    name: String,
+    reseller_id: Option<Uuid>,
+}
+
+async fn create_tenant(
+    principal: Principal,
+    State(state): State<AppState>,
+    Json(input): Json<TenantInput>,
+) -> Result<impl IntoResponse, ApiError> {
+    require(&principal, &[Role::Admin, Role::Reseller])?;
+    let reseller_id = match principal.role {
+        Role::Reseller
+            if input.reseller_id.is_some() && input.reseller_id != principal.reseller_id =>
+        {
+            return Err(ApiError::Forbidden)
+        }
+        Role::Reseller => principal.reseller_id,
+        _ => input.reseller_id,
+    };
+    if let Some(reseller_id) = reseller_id {
+        ensure_reseller(&state, reseller_id).await?;
+    }
+    let domain = DomainName::parse(&input.domain)?;
+    let name = OrganisationName::parse(&input.name)?;
+    let tenant_id = Uuid::new_v4();
+    let landed = state
+        .ledger
+        .dispatch(
+            FollowUp::Tenant {
+                tenant_id,
+                command: TenantCommand::CreateTenant {
+                    tenant_id,
+                    domain: domain.clone(),
+                    name: name.clone(),
+                    reseller_id,
+                    at: state.clock.now(),
+                },
+            },
+            &metadata(&principal),
+        )
+        .await?;
+    let position = state.ledger.position_after(landed.as_ref()).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({
+            "id": tenant_id,
+            "domain": domain,
+            "name": name,
+            "reseller_id": reseller_id,
+            "position": position,
+        })),
+    ))
+}
+
+async fn get_tenant(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(tenant_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant_id = parse_id("tenant_id", &tenant_id)?;
+    let (tenant, profile) = visible_tenant(&state, &principal, tenant_id).await?;
+    Ok(Json(json!({
+        "id": profile.tenant_id,
+        "domain": profile.domain,
+        "name": profile.name,
+        "reseller_id": profile.reseller_id,
+        "created_at": profile.created_at,
+        "subscription_ids": tenant.subscriptions.keys().collect::<Vec<_>>(),
+        "users": tenant.members.values().filter(|member| member.status != aggregates::tenant::MemberStatus::Purged).count(),
+    })))
+}
