@@ -117,6 +117,22 @@ impl AnyLedger {
         with_ledger!(self, ledger => ledger.tenant(tenant_id).await)
     }
 
+    /// A subscription's state.
+    pub async fn subscription(
+        &self,
+        subscription_id: uuid::Uuid,
+    ) -> Result<aggregates::subscription::Subscription, ledger::LedgerError> {
+        with_ledger!(self, ledger => ledger.subscription(subscription_id).await)
+    }
+
+    /// A user's state.
+    pub async fn user(
+        &self,
+        user_id: uuid::Uuid,
+    ) -> Result<aggregates::user::User, ledger::LedgerError> {
+        with_ledger!(self, ledger => ledger.user(user_id).await)
+    }
+
     /// The current catalog.
     pub async fn current_catalog(
         &self,

@@ -2,6 +2,7 @@
 //! profiles and tenants.
 
 mod parties;
+mod subscriptions;
 
 use aggregates::catalog::{CatalogCommand, Offer};
 use aggregates::values::{OfferId, ProductName, ProvisioningId, UnitPrice};
@@ -26,7 +27,9 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v1/tokens", axum::routing::post(issue_token))
         .route("/v1/offers", get(list_offers).post(publish_offer))
         .route("/v1/offers/{offer_id}", get(get_offer))
+        .route("/v1/sandbox/clock", axum::routing::post(set_clock))
         .merge(parties::routes())
+        .merge(subscriptions::routes())
 }
 
 /// Parses an id from the path, naming the parameter when it is not a UUID.
@@ -205,4 +208,48 @@ async fn publish_offer(
         StatusCode::OK,
         Json(json!({ "offer": offer, "position": position })),
     ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClockInput {
+    advance_seconds: Option<i64>,
+    now: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Moves the sandbox clock; without `--sandbox-clock` the route does not exist (404).
+async fn set_clock(
+    principal: Principal,
+    State(state): State<AppState>,
+    Json(input): Json<ClockInput>,
+) -> Result<Json<Value>, ApiError> {
+    if !state.clock.is_sandbox() {
+        return Err(ApiError::NotFound(
+            "the sandbox clock is off: start the service with --sandbox-clock".into(),
+        ));
+    }
+    require(&principal, &[Role::Admin])?;
+    let now = match (input.advance_seconds, input.now) {
+        (Some(seconds), None) if seconds >= 0 => {
+            state.clock.advance(chrono::Duration::seconds(seconds))
+        }
+        (Some(_), None) => {
+            return Err(ApiError::Invalid {
+                field: "advance_seconds".into(),
+                reason: "must not be negative: time never goes backwards".into(),
+            })
+        }
+        (None, Some(to)) => state.clock.set(to),
+        _ => {
+            return Err(ApiError::Invalid {
+                field: "body".into(),
+                reason: "give exactly one of advance_seconds or now".into(),
+            })
+        }
+    }
+    .ok_or(ApiError::Invalid {
+        field: "now".into(),
+        reason: "must not be before the clock's current time".into(),
+    })?;
+    Ok(Json(json!({ "now": now })))
 }

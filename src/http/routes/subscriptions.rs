@@ -1,0 +1,386 @@
+//! Subscriptions: purchase, seats, lifecycle, billing profile.
+
+use aggregates::catalog::Offer;
+use aggregates::policy::FollowUp;
+use aggregates::subscription::{SubscriptionCommand, SubscriptionState, SuspensionReason};
+use aggregates::tenant::TenantCommand;
+use aggregates::values::{OfferId, Quantity, Term};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post, put};
+use axum::Router;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::parties::visible_tenant;
+use super::{metadata, parse_id, require};
+use crate::auth::{Principal, Role};
+use crate::http::problem::ApiError;
+use crate::http::{AppState, Json};
+
+/// Roles that may issue subscription commands (within their scope).
+const BUYERS: &[Role] = &[Role::Admin, Role::Reseller, Role::CustomerAdmin];
+/// Roles that may read subscriptions (within their scope).
+const READERS: &[Role] = &[
+    Role::Admin,
+    Role::Reseller,
+    Role::CustomerAdmin,
+    Role::Support,
+    Role::Auditor,
+];
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/tenants/{tenant_id}/subscriptions", post(purchase))
+        // `{id}:suspend` and friends put the action after the id in one segment.
+        .route(
+            "/v1/subscriptions/{subscription}",
+            get(get_subscription).post(lifecycle),
+        )
+        .route(
+            "/v1/subscriptions/{subscription_id}/licenses:add",
+            post(add_licenses),
+        )
+        .route(
+            "/v1/subscriptions/{subscription_id}/licenses:remove",
+            post(remove_licenses),
+        )
+        .route(
+            "/v1/subscriptions/{subscription_id}/billing-profile",
+            put(assign_billing_profile),
+        )
+}
+
+/// The subscription's state as clients read it, with what is refundable now.
+pub(crate) fn subscription_view(state: &SubscriptionState, now: DateTime<Utc>) -> Value {
+    let batches: Vec<Value> = state
+        .batches
+        .iter()
+        .map(|batch| {
+            json!({
+                "batch": batch.batch,
+                "seats": batch.seats,
+                "added_at": batch.added_at,
+                "refundable_until": batch.refundable_until,
+                "refundable": now <= batch.refundable_until,
+            })
+        })
+        .collect();
+    json!({
+        "id": state.subscription_id,
+        "tenant_id": state.tenant_id,
+        "offer_id": state.offer.id,
+        "offer_name": state.offer.name,
+        "sku": state.offer.provisioning_id,
+        "unit_price": state.offer.unit_price,
+        "quantity": state.quantity,
+        "refundable_quantity": state.refundable_at(now),
+        "status": state.status,
+        "trial": state.trial,
+        "trial_ends_at": state.trial_ends_at,
+        "term": state.term,
+        "billing_profile_id": state.billing_profile_id,
+        "purchased_at": state.purchased_at,
+        "cancellable_until": state.cancellable_until,
+        "renews_at": state.renews_at,
+        "batches": batches,
+        "upgrades": state.upgrades.iter().map(|upgrade| json!({
+            "from": upgrade.from.id, "to": upgrade.to.id, "at": upgrade.at,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Loads a subscription whose tenant the caller may see, checking its role against `roles`.
+async fn visible_subscription(
+    state: &AppState,
+    principal: &Principal,
+    subscription_id: Uuid,
+    roles: &[Role],
+) -> Result<SubscriptionState, ApiError> {
+    let not_found = || ApiError::NotFound(format!("subscription {subscription_id} does not exist"));
+    let subscription = state
+        .ledger
+        .subscription(subscription_id)
+        .await?
+        .state
+        .ok_or_else(not_found)?;
+    visible_tenant(state, principal, subscription.tenant_id)
+        .await
+        .map_err(|_| not_found())?;
+    require(principal, roles)?;
+    Ok(subscription)
+}
+
+async fn offer_in_catalog(state: &AppState, raw: &str) -> Result<Offer, ApiError> {
+    let offer_id = OfferId::parse(raw)?;
+    let catalog = state.ledger.current_catalog().await?;
+    catalog
+        .catalog
+        .get(&offer_id)
+        .cloned()
+        .ok_or(ApiError::Invalid {
+            field: "offer_id".into(),
+            reason: format!("offer {offer_id} is not in the catalog"),
+        })
+}
+
+/// A billing profile the caller may charge: it exists and, for a reseller, is its own.
+async fn usable_billing_profile(
+    state: &AppState,
+    principal: &Principal,
+    billing_profile_id: Uuid,
+) -> Result<(), ApiError> {
+    let profile = state
+        .ledger
+        .billing_profile_state(billing_profile_id)
+        .await?;
+    let usable = profile.state.is_some_and(|profile| match principal.role {
+        Role::Reseller => profile.reseller_id == principal.reseller_id,
+        _ => true,
+    });
+    if usable {
+        Ok(())
+    } else {
+        Err(ApiError::Invalid {
+            field: "billing_profile_id".into(),
+            reason: format!("billing profile {billing_profile_id} does not exist"),
+        })
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PurchaseInput {
+    offer_id: String,
+    quantity: i64,
+    billing_profile_id: Uuid,
+    term: Option<String>,
+    #[serde(default)]
+    trial: bool,
+}
+
+async fn purchase(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(tenant_id): Path<String>,
+    Json(input): Json<PurchaseInput>,
+) -> Result<impl IntoResponse, ApiError> {
+    let tenant_id = parse_id("tenant_id", &tenant_id)?;
+    visible_tenant(&state, &principal, tenant_id).await?;
+    require(&principal, BUYERS)?;
+    let offer = offer_in_catalog(&state, &input.offer_id).await?;
+    let quantity = Quantity::parse("quantity", input.quantity)?;
+    let term = input
+        .term
+        .as_deref()
+        .map(Term::parse)
+        .transpose()?
+        .unwrap_or_default();
+    usable_billing_profile(&state, &principal, input.billing_profile_id).await?;
+    let subscription_id = Uuid::new_v4();
+    let landed = state
+        .ledger
+        .dispatch(
+            FollowUp::Tenant {
+                tenant_id,
+                command: TenantCommand::PurchaseSubscription {
+                    subscription_id,
+                    offer,
+                    quantity,
+                    term,
+                    billing_profile_id: input.billing_profile_id,
+                    trial: input.trial,
+                    at: state.clock.now(),
+                },
+            },
+            &metadata(&principal),
+        )
+        .await?;
+    let position = state.ledger.position_after(landed.as_ref()).await?;
+    let subscription = state
+        .ledger
+        .subscription(subscription_id)
+        .await?
+        .state
+        .ok_or_else(|| ApiError::Internal("purchased subscription did not open".into()))?;
+    let mut body = subscription_view(&subscription, state.clock.now());
+    body["position"] = json!(position);
+    Ok((StatusCode::CREATED, Json(body)))
+}
+
+async fn get_subscription(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(subscription_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let subscription_id = parse_id("subscription_id", &subscription_id)?;
+    let subscription = visible_subscription(&state, &principal, subscription_id, READERS).await?;
+    let mut body = subscription_view(&subscription, state.clock.now());
+    body["position"] = json!(state.ledger.position_after(None).await?);
+    Ok(Json(body))
+}
+
+/// Runs a command on a subscription the caller may change and answers its new state.
+async fn run(
+    state: &AppState,
+    principal: &Principal,
+    subscription_id: Uuid,
+    command: SubscriptionCommand,
+) -> Result<Json<Value>, ApiError> {
+    let landed = state
+        .ledger
+        .dispatch(
+            FollowUp::Subscription {
+                subscription_id,
+                command,
+            },
+            &metadata(principal),
+        )
+        .await?;
+    let position = state.ledger.position_after(landed.as_ref()).await?;
+    let subscription = state
+        .ledger
+        .subscription(subscription_id)
+        .await?
+        .state
+        .ok_or_else(|| ApiError::Internal("subscription vanished".into()))?;
+    let mut body = subscription_view(&subscription, state.clock.now());
+    body["position"] = json!(position);
+    Ok(Json(body))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CountInput {
+    count: i64,
+}
+
+async fn add_licenses(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(subscription_id): Path<String>,
+    Json(input): Json<CountInput>,
+) -> Result<Json<Value>, ApiError> {
+    let subscription_id = parse_id("subscription_id", &subscription_id)?;
+    visible_subscription(&state, &principal, subscription_id, BUYERS).await?;
+    let count = Quantity::parse("count", input.count)?;
+    let at = state.clock.now();
+    run(
+        &state,
+        &principal,
+        subscription_id,
+        SubscriptionCommand::AddLicenses { count, at },
+    )
+    .await
+}
+
+async fn remove_licenses(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(subscription_id): Path<String>,
+    Json(input): Json<CountInput>,
+) -> Result<Json<Value>, ApiError> {
+    let subscription_id = parse_id("subscription_id", &subscription_id)?;
+    visible_subscription(&state, &principal, subscription_id, BUYERS).await?;
+    let count = Quantity::parse("count", input.count)?;
+    let at = state.clock.now();
+    run(
+        &state,
+        &principal,
+        subscription_id,
+        SubscriptionCommand::RemoveLicenses { count, at },
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct UpgradeInput {
+    offer_id: Option<String>,
+}
+
+async fn lifecycle(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(target): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let (raw_id, action) = target.split_once(':').ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "POST /v1/subscriptions/{target} is not a route: use {{id}}:suspend, :reactivate, :cancel, :convert-trial or :upgrade"
+        ))
+    })?;
+    let subscription_id = parse_id("subscription_id", raw_id)?;
+    let subscription = visible_subscription(&state, &principal, subscription_id, BUYERS).await?;
+    let at = state.clock.now();
+    let command = match action {
+        "suspend" => SubscriptionCommand::Suspend {
+            reason: SuspensionReason::Requested,
+            at,
+        },
+        "reactivate" => {
+            let tenant = state.ledger.tenant(subscription.tenant_id).await?;
+            SubscriptionCommand::Reactivate {
+                parent_chain: tenant.prove_parent_chain(&subscription.offer).ok(),
+                at,
+            }
+        }
+        "cancel" => SubscriptionCommand::Cancel { at },
+        "convert-trial" => SubscriptionCommand::ConvertTrial { at },
+        "upgrade" => {
+            let input: UpgradeInput = if body.is_empty() {
+                UpgradeInput::default()
+            } else {
+                serde_json::from_slice(&body).map_err(|error| {
+                    if error.is_syntax() || error.is_eof() {
+                        ApiError::Malformed(error.to_string())
+                    } else {
+                        ApiError::Invalid {
+                            field: "body".into(),
+                            reason: error.to_string(),
+                        }
+                    }
+                })?
+            };
+            let raw = input.offer_id.ok_or(ApiError::Invalid {
+                    field: "offer_id".into(),
+                    reason: "name the offer to upgrade to".into(),
+                })?;
+            SubscriptionCommand::Upgrade {
+                target: offer_in_catalog(&state, &raw).await?,
+                at,
+            }
+        }
+        other => {
+            return Err(ApiError::NotFound(format!(
+                "unknown subscription action '{other}': use suspend, reactivate, cancel, convert-trial or upgrade"
+            )))
+        }
+    };
+    run(&state, &principal, subscription_id, command).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BillingProfileInput {
+    billing_profile_id: Uuid,
+}
+
+async fn assign_billing_profile(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(subscription_id): Path<String>,
+    Json(input): Json<BillingProfileInput>,
+) -> Result<Json<Value>, ApiError> {
+    let subscription_id = parse_id("subscription_id", &subscription_id)?;
+    visible_subscription(&state, &principal, subscription_id, BUYERS).await?;
+    usable_billing_profile(&state, &principal, input.billing_profile_id).await?;
+    let command = SubscriptionCommand::AssignBillingProfile {
+        billing_profile_id: input.billing_profile_id,
+        at: state.clock.now(),
+    };
+    run(&state, &principal, subscription_id, command).await
+}
