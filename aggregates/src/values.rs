@@ -226,6 +226,25 @@ impl UserPrincipalName {
 }
 parsed_string_serde!(UserPrincipalName);
 
+/// An e-mail address (where a password-reset notice goes), checked like a principal name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EmailAddress(String);
+
+impl EmailAddress {
+    /// Parses `local@domain` with the rules of [`UserPrincipalName`].
+    pub fn parse(raw: &str) -> Result<Self, ParseError> {
+        UserPrincipalName::parse(raw)
+            .map(|name| Self(name.0))
+            .map_err(|error| ParseError::new("notify_email", error.reason))
+    }
+
+    /// The address as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+parsed_string_serde!(EmailAddress);
+
 /// A human name field (first, last or display name): 1-64 characters, trimmed, no control chars.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PersonName(String);

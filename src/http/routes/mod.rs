@@ -3,6 +3,7 @@
 
 mod parties;
 mod subscriptions;
+mod users;
 
 use aggregates::catalog::{CatalogCommand, Offer};
 use aggregates::values::{OfferId, ProductName, ProvisioningId, UnitPrice};
@@ -30,6 +31,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v1/sandbox/clock", axum::routing::post(set_clock))
         .merge(parties::routes())
         .merge(subscriptions::routes())
+        .merge(users::routes())
 }
 
 /// Parses an id from the path, naming the parameter when it is not a UUID.

@@ -1,0 +1,452 @@
+//! Users: create, read, edit, licences, delete, restore, password reset.
+//!
+//! Personal details are sealed before they reach a command; the temporary password of a reset
+//! is generated here, returned once in the response and never stored, logged or put in an event.
+
+use aggregates::personal::{PersonalDetails, ResetNotice};
+use aggregates::policy::FollowUp;
+use aggregates::tenant::{MemberStatus, TenantCommand};
+use aggregates::user::{UserCommand, UserState, UserStatus};
+use aggregates::values::{
+    EmailAddress, Location, OfferId, PersonName, UserPrincipalName, UserRole,
+};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::parties::visible_tenant;
+use super::{metadata, parse_id, require};
+use crate::auth::{Principal, Role};
+use crate::http::problem::ApiError;
+use crate::http::{AppState, Json};
+
+const MANAGERS: &[Role] = &[Role::Admin, Role::Reseller, Role::CustomerAdmin];
+const READERS: &[Role] = &[
+    Role::Admin,
+    Role::Reseller,
+    Role::CustomerAdmin,
+    Role::PasswordAdmin,
+    Role::Support,
+    Role::Auditor,
+];
+const PASSWORD_RESETTERS: &[Role] = &[
+    Role::Admin,
+    Role::Reseller,
+    Role::CustomerAdmin,
+    Role::PasswordAdmin,
+];
+
+pub(super) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/tenants/{tenant_id}/users", post(create_user))
+        .route(
+            "/v1/users/{user}",
+            get(get_user)
+                .patch(edit_user)
+                .delete(delete_user)
+                .post(user_action),
+        )
+        .route("/v1/users/{user_id}/licenses", post(assign_licenses))
+}
+
+/// A user the caller may see, with the caller's role checked against `roles`.
+async fn visible_user(
+    state: &AppState,
+    principal: &Principal,
+    user_id: Uuid,
+    roles: &[Role],
+) -> Result<UserState, ApiError> {
+    let not_found = || ApiError::NotFound(format!("user {user_id} does not exist"));
+    let user = state
+        .ledger
+        .user(user_id)
+        .await?
+        .state
+        .ok_or_else(not_found)?;
+    visible_tenant(state, principal, user.tenant_id)
+        .await
+        .map_err(|_| not_found())?;
+    require(principal, roles)?;
+    Ok(user)
+}
+
+/// The user as clients read it: details unsealed while the key lives; purged users have none.
+async fn user_view(state: &AppState, user: &UserState) -> Result<Value, ApiError> {
+    let tenant = state.ledger.tenant(user.tenant_id).await?;
+    let licenses: Vec<String> = tenant
+        .members
+        .get(&user.user_id)
+        .filter(|member| member.status == MemberStatus::Active)
+        .map(|member| member.licenses.iter().map(ToString::to_string).collect())
+        .unwrap_or_default();
+    let details = match user.status {
+        UserStatus::Purged { .. } => None,
+        _ => state
+            .vault
+            .unseal(&user.details)
+            .await
+            .map_err(|error| ApiError::Internal(error.to_string()))?,
+    };
+    let (deleted_at, restorable_until) = match user.status {
+        UserStatus::Deleted {
+            deleted_at,
+            restorable_until,
+        } => (Some(deleted_at), Some(restorable_until)),
+        _ => (None, None),
+    };
+    Ok(json!({
+        "id": user.user_id,
+        "tenant_id": user.tenant_id,
+        "status": user.status.label(),
+        "user_principal_name": details.as_ref().map(|d| d.user_principal_name.to_string()),
+        "first_name": details.as_ref().map(|d| d.first_name.to_string()),
+        "last_name": details.as_ref().map(|d| d.last_name.to_string()),
+        "display_name": details.as_ref().map(|d| d.display_name.to_string()),
+        "location": details.as_ref().and_then(|d| d.location.as_ref().map(ToString::to_string)),
+        "role": user.role,
+        "licenses": licenses,
+        "deleted_at": deleted_at,
+        "restorable_until": restorable_until,
+        "created_at": user.created_at,
+        "password_resets": user.password_resets.len(),
+    }))
+}
+
+async fn respond(
+    state: &AppState,
+    user_id: Uuid,
+    landed: Option<crate::ledger::Landed>,
+) -> Result<Value, ApiError> {
+    let position = state.ledger.position_after(landed.as_ref()).await?;
+    let user = state
+        .ledger
+        .user(user_id)
+        .await?
+        .state
+        .ok_or_else(|| ApiError::Internal(format!("user {user_id} did not come into being")))?;
+    let mut body = user_view(state, &user).await?;
+    body["position"] = json!(position);
+    Ok(body)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewUser {
+    user_principal_name: String,
+    first_name: String,
+    last_name: String,
+    display_name: String,
+    location: Option<String>,
+    role: Option<String>,
+}
+
+async fn create_user(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(tenant_id): Path<String>,
+    Json(input): Json<NewUser>,
+) -> Result<impl IntoResponse, ApiError> {
+    let tenant_id = parse_id("tenant_id", &tenant_id)?;
+    visible_tenant(&state, &principal, tenant_id).await?;
+    require(&principal, MANAGERS)?;
+    let details = PersonalDetails {
+        user_principal_name: UserPrincipalName::parse(&input.user_principal_name)?,
+        first_name: PersonName::parse_field("first_name", &input.first_name)?,
+        last_name: PersonName::parse_field("last_name", &input.last_name)?,
+        display_name: PersonName::parse_field("display_name", &input.display_name)?,
+        location: input.location.as_deref().map(Location::parse).transpose()?,
+    };
+    let role = input
+        .role
+        .as_deref()
+        .map(UserRole::parse)
+        .transpose()?
+        .unwrap_or_default();
+    let user_id = Uuid::new_v4();
+    let sealed = state
+        .vault
+        .seal(user_id, &details)
+        .await
+        .map_err(|error| ApiError::Internal(error.to_string()))?;
+    let landed = state
+        .ledger
+        .dispatch(
+            FollowUp::Tenant {
+                tenant_id,
+                command: TenantCommand::RegisterUser {
+                    user_id,
+                    principal_domain: details.user_principal_name.domain(),
+                    fingerprint: state
+                        .vault
+                        .fingerprint(tenant_id, &details.user_principal_name),
+                    details: sealed,
+                    role,
+                    at: state.clock.now(),
+                },
+            },
+            &metadata(&principal),
+        )
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(respond(&state, user_id, landed).await?),
+    ))
+}
+
+async fn get_user(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(user_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let user_id = parse_id("user_id", &user_id)?;
+    let user = visible_user(&state, &principal, user_id, READERS).await?;
+    let mut body = user_view(&state, &user).await?;
+    body["position"] = json!(state.ledger.position_after(None).await?);
+    Ok(Json(body))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UserChanges {
+    first_name: Option<String>,
+    last_name: Option<String>,
+    display_name: Option<String>,
+    location: Option<String>,
+    role: Option<String>,
+}
+
+async fn edit_user(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(user_id): Path<String>,
+    Json(changes): Json<UserChanges>,
+) -> Result<Json<Value>, ApiError> {
+    let user_id = parse_id("user_id", &user_id)?;
+    let user = visible_user(&state, &principal, user_id, MANAGERS).await?;
+    let role = changes.role.as_deref().map(UserRole::parse).transpose()?;
+    let touches_details = changes.first_name.is_some()
+        || changes.last_name.is_some()
+        || changes.display_name.is_some()
+        || changes.location.is_some();
+    let details = if touches_details {
+        let mut details = state
+            .vault
+            .unseal(&user.details)
+            .await
+            .map_err(|error| ApiError::Internal(error.to_string()))?
+            .ok_or(ApiError::Domain(aggregates::DomainError::UserPurged {
+                user_id,
+            }))?;
+        if let Some(raw) = &changes.first_name {
+            details.first_name = PersonName::parse_field("first_name", raw)?;
+        }
+        if let Some(raw) = &changes.last_name {
+            details.last_name = PersonName::parse_field("last_name", raw)?;
+        }
+        if let Some(raw) = &changes.display_name {
+            details.display_name = PersonName::parse_field("display_name", raw)?;
+        }
+        if let Some(raw) = &changes.location {
+            details.location = Some(Location::parse(raw)?);
+        }
+        let unchanged =
+            state.vault.unseal(&user.details).await.ok().flatten() == Some(details.clone());
+        if unchanged {
+            None
+        } else {
+            Some(
+                state
+                    .vault
+                    .seal(user_id, &details)
+                    .await
+                    .map_err(|error| ApiError::Internal(error.to_string()))?,
+            )
+        }
+    } else {
+        None
+    };
+    let landed = state
+        .ledger
+        .dispatch(
+            FollowUp::User {
+                user_id,
+                command: UserCommand::EditUser {
+                    details,
+                    role,
+                    at: state.clock.now(),
+                },
+            },
+            &metadata(&principal),
+        )
+        .await?;
+    Ok(Json(respond(&state, user_id, landed).await?))
+}
+
+async fn delete_user(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(user_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let user_id = parse_id("user_id", &user_id)?;
+    visible_user(&state, &principal, user_id, MANAGERS).await?;
+    let landed = state
+        .ledger
+        .dispatch(
+            FollowUp::User {
+                user_id,
+                command: UserCommand::DeleteUser {
+                    at: state.clock.now(),
+                },
+            },
+            &metadata(&principal),
+        )
+        .await?;
+    Ok(Json(respond(&state, user_id, landed).await?))
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ResetInput {
+    notify_email: Option<String>,
+}
+
+fn temporary_password() -> String {
+    let mut bytes = [0u8; 15];
+    getrandom::getrandom(&mut bytes).expect("the operating system's random source works");
+    // 20 characters of URL-safe base64 plus a fixed tail that meets complexity rules.
+    format!("{}#7a", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+async fn user_action(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(target): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let (raw_id, action) = target.split_once(':').ok_or_else(|| {
+        ApiError::NotFound(format!(
+            "POST /v1/users/{target} is not a route: use {{id}}:restore or {{id}}:reset-password"
+        ))
+    })?;
+    let user_id = parse_id("user_id", raw_id)?;
+    match action {
+        "restore" => {
+            visible_user(&state, &principal, user_id, MANAGERS).await?;
+            let landed = state
+                .ledger
+                .dispatch(
+                    FollowUp::User {
+                        user_id,
+                        command: UserCommand::RestoreUser {
+                            at: state.clock.now(),
+                        },
+                    },
+                    &metadata(&principal),
+                )
+                .await?;
+            Ok(Json(respond(&state, user_id, landed).await?))
+        }
+        "reset-password" => {
+            visible_user(&state, &principal, user_id, PASSWORD_RESETTERS).await?;
+            let input: ResetInput = if body.is_empty() {
+                ResetInput::default()
+            } else {
+                serde_json::from_slice(&body).map_err(|error| {
+                    if error.is_syntax() || error.is_eof() {
+                        ApiError::Malformed(error.to_string())
+                    } else {
+                        ApiError::Invalid {
+                            field: "body".into(),
+                            reason: error.to_string(),
+                        }
+                    }
+                })?
+            };
+            let notice = match input.notify_email.as_deref() {
+                Some(raw) => {
+                    EmailAddress::parse(raw)?;
+                    ResetNotice::OtherAddress
+                }
+                None => ResetNotice::OwnPrincipalName,
+            };
+            let landed = state
+                .ledger
+                .dispatch(
+                    FollowUp::User {
+                        user_id,
+                        command: UserCommand::ResetPassword {
+                            notice,
+                            at: state.clock.now(),
+                        },
+                    },
+                    &metadata(&principal),
+                )
+                .await?;
+            let position = state.ledger.position_after(landed.as_ref()).await?;
+            Ok(Json(json!({
+                "user_id": user_id,
+                "temporary_password": temporary_password(),
+                "notice_sent_to": match notice {
+                    ResetNotice::OwnPrincipalName => "user_principal_name",
+                    ResetNotice::OtherAddress => "notify_email",
+                },
+                "position": position,
+            })))
+        }
+        other => Err(ApiError::NotFound(format!(
+            "unknown user action '{other}': use restore or reset-password"
+        ))),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LicenseChange {
+    #[serde(default)]
+    add: Vec<String>,
+    #[serde(default)]
+    remove: Vec<String>,
+}
+
+async fn assign_licenses(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(user_id): Path<String>,
+    Json(change): Json<LicenseChange>,
+) -> Result<Json<Value>, ApiError> {
+    let user_id = parse_id("user_id", &user_id)?;
+    let user = visible_user(&state, &principal, user_id, MANAGERS).await?;
+    let parse_all = |raw: &[String], field: &'static str| -> Result<Vec<OfferId>, ApiError> {
+        raw.iter()
+            .map(|id| {
+                OfferId::parse(id).map_err(|_| ApiError::Invalid {
+                    field: field.into(),
+                    reason: format!("'{id}' is not an offer id"),
+                })
+            })
+            .collect()
+    };
+    let landed = state
+        .ledger
+        .dispatch(
+            FollowUp::Tenant {
+                tenant_id: user.tenant_id,
+                command: TenantCommand::AssignLicenses {
+                    user_id,
+                    add: parse_all(&change.add, "add")?,
+                    remove: parse_all(&change.remove, "remove")?,
+                    at: state.clock.now(),
+                },
+            },
+            &metadata(&principal),
+        )
+        .await?;
+    Ok(Json(respond(&state, user_id, landed).await?))
+}
