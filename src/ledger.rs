@@ -6,6 +6,7 @@
 //! replays them from the log after a crash does no harm.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use aggregates::catalog::CatalogAggregate;
 use aggregates::party::{BillingProfile, Reseller};
@@ -68,9 +69,33 @@ pub struct Landed {
 }
 
 /// Runs one aggregate's commands against an event store.
+///
+/// Commands to the same aggregate are serialised in this process (a hot tenant would otherwise
+/// make its concurrent commands fail each other's optimistic check over and over); across
+/// processes the store's optimistic concurrency still decides, with bounded retries.
 struct Executor<A: Aggregate, ES: EventStore<A>> {
     store: ES,
     services: A::Services,
+    queues: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl<A: Aggregate, ES: EventStore<A>> Executor<A, ES> {
+    fn new(store: ES, services: A::Services) -> Self {
+        Self {
+            store,
+            services,
+            queues: std::sync::Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn queue(&self, aggregate_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut queues = self.queues.lock().expect("queue map lock");
+        // Forget queues nobody waits on, so the map stays as small as the traffic.
+        if queues.len() > 1024 {
+            queues.retain(|_, queue| Arc::strong_count(queue) > 1);
+        }
+        queues.entry(aggregate_id.to_owned()).or_default().clone()
+    }
 }
 
 impl<A, ES> Executor<A, ES>
@@ -87,6 +112,8 @@ where
     where
         A::Command: Clone,
     {
+        let queue = self.queue(aggregate_id);
+        let _turn = queue.lock().await;
         let mut attempt = 0;
         loop {
             let mut context = self.store.load_aggregate(aggregate_id).await?;
@@ -131,30 +158,15 @@ impl<R: PersistedEventRepository> Ledger<R> {
     pub fn new(store: Store, rules: CommercialRules, repository: impl Fn() -> R) -> Self {
         Self {
             store,
-            tenants: Executor {
-                store: PersistedEventStore::new_snapshot_store(repository(), TENANT_SNAPSHOT_EVERY),
-                services: rules,
-            },
-            subscriptions: Executor {
-                store: PersistedEventStore::new_event_store(repository()),
-                services: rules,
-            },
-            users: Executor {
-                store: PersistedEventStore::new_event_store(repository()),
-                services: rules,
-            },
-            catalog: Executor {
-                store: PersistedEventStore::new_event_store(repository()),
-                services: (),
-            },
-            resellers: Executor {
-                store: PersistedEventStore::new_event_store(repository()),
-                services: (),
-            },
-            billing_profiles: Executor {
-                store: PersistedEventStore::new_event_store(repository()),
-                services: (),
-            },
+            tenants: Executor::new(
+                PersistedEventStore::new_snapshot_store(repository(), TENANT_SNAPSHOT_EVERY),
+                rules,
+            ),
+            subscriptions: Executor::new(PersistedEventStore::new_event_store(repository()), rules),
+            users: Executor::new(PersistedEventStore::new_event_store(repository()), rules),
+            catalog: Executor::new(PersistedEventStore::new_event_store(repository()), ()),
+            resellers: Executor::new(PersistedEventStore::new_event_store(repository()), ()),
+            billing_profiles: Executor::new(PersistedEventStore::new_event_store(repository()), ()),
         }
     }
 

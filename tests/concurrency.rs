@@ -1,0 +1,115 @@
+//! Many clients assigning licences of one tenant at once never get more seats than exist.
+
+mod support;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use support::{spawn_app, Backend};
+
+const BUSINESS_PREMIUM: &str = "031c9e47-4802-4248-838e-778fb1d2cc05";
+const SEATS: i64 = 10;
+const CLIENTS: usize = 32;
+
+#[tokio::test]
+async fn thirty_two_concurrent_assignments_get_exactly_the_free_seats_on_postgres() {
+    let app = spawn_app(Backend::Postgres).await;
+    let admin = app.admin_token.clone();
+    let send = |method: Method, path: String, body: Value| {
+        app.request(method, &path, &admin).json(&body).send()
+    };
+    let profile: Value = send(
+        Method::POST,
+        "/v1/billing-profiles".into(),
+        json!({"name": "P", "currency": "USD"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let tenant: Value = send(
+        Method::POST,
+        "/v1/tenants".into(),
+        json!({"domain": "contoso.onmicrosoft.com", "name": "Contoso"}),
+    )
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    let tenant_id = tenant["id"].as_str().unwrap().to_owned();
+    let bought = send(
+        Method::POST,
+        format!("/v1/tenants/{tenant_id}/subscriptions"),
+        json!({"offer_id": BUSINESS_PREMIUM, "quantity": SEATS, "billing_profile_id": profile["id"]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(bought.status(), StatusCode::CREATED);
+    let mut users = Vec::new();
+    for n in 0..CLIENTS {
+        let user: Value = send(
+            Method::POST,
+            format!("/v1/tenants/{tenant_id}/users"),
+            json!({"user_principal_name": format!("user{n}@contoso.onmicrosoft.com"), "first_name": "U", "last_name": "N", "display_name": "U N"}),
+        )
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+        users.push(user["id"].as_str().unwrap().to_owned());
+    }
+
+    let requests = users.iter().map(|user_id| {
+        let request = app
+            .request(
+                Method::POST,
+                &format!("/v1/users/{user_id}/licenses"),
+                &admin,
+            )
+            .json(&json!({"add": [BUSINESS_PREMIUM]}));
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            let body: Value = response.json().await.unwrap();
+            (status, body["code"].as_str().map(str::to_owned))
+        }
+    });
+    let outcomes = futures::future::join_all(requests).await;
+    let granted = outcomes
+        .iter()
+        .filter(|(status, _)| *status == StatusCode::OK)
+        .count();
+    let refused = outcomes
+        .iter()
+        .filter(|(status, code)| {
+            *status == StatusCode::CONFLICT && code.as_deref() == Some("insufficient_licenses")
+        })
+        .count();
+    assert_eq!(granted as i64, SEATS, "{outcomes:?}");
+    assert_eq!(
+        granted + refused,
+        CLIENTS,
+        "every other request is refused for lack of seats: {outcomes:?}"
+    );
+
+    // The pool agrees: every seat assigned, none twice.
+    let (assigned, holders) = {
+        let mut holders = 0;
+        for user_id in &users {
+            let user: Value = app
+                .request(Method::GET, &format!("/v1/users/{user_id}"), &admin)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            holders += user["licenses"].as_array().unwrap().len();
+        }
+        (granted, holders)
+    };
+    assert_eq!(assigned, holders);
+    app.stop().await;
+}
