@@ -252,6 +252,90 @@ impl Store {
     }
 }
 
+/// One event of a stream as auditors read it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RecordedEvent {
+    /// Its place in the global log.
+    pub position: i64,
+    /// Its place in its stream.
+    pub sequence: i64,
+    /// Its id.
+    pub event_id: String,
+    /// Its type.
+    pub event_type: String,
+    /// Its schema version.
+    pub event_version: String,
+    /// When it was recorded.
+    pub recorded_at: String,
+    /// What happened.
+    pub payload: serde_json::Value,
+    /// Who did it and why.
+    pub metadata: serde_json::Value,
+}
+
+impl Store {
+    /// One aggregate's events in order.
+    pub async fn history(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Vec<RecordedEvent>, sqlx::Error> {
+        type Row = (i64, i64, String, String, String, String, String, String);
+        let rows: Vec<Row> = match self {
+            Self::Postgres(pool) => {
+                sqlx::query_as(
+                    "SELECT position, sequence, event_id::text, event_type, event_version,
+                            to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
+                            payload::text, metadata::text
+                       FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
+                )
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .fetch_all(pool)
+                .await?
+            }
+            Self::Sqlite(pool) => {
+                sqlx::query_as(
+                    "SELECT position, sequence, event_id, event_type, event_version, recorded_at,
+                            payload, metadata
+                       FROM events WHERE aggregate_type = ? AND aggregate_id = ? ORDER BY sequence",
+                )
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .fetch_all(pool)
+                .await?
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .map(
+                |(
+                    position,
+                    sequence,
+                    event_id,
+                    event_type,
+                    event_version,
+                    recorded_at,
+                    payload,
+                    metadata,
+                )| {
+                    RecordedEvent {
+                        position,
+                        sequence,
+                        event_id,
+                        event_type,
+                        event_version,
+                        recorded_at,
+                        payload: serde_json::from_str(&payload).unwrap_or(serde_json::Value::Null),
+                        metadata: serde_json::from_str(&metadata)
+                            .unwrap_or(serde_json::Value::Null),
+                    }
+                },
+            )
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::redact;

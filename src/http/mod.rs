@@ -94,9 +94,55 @@ impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
     }
 }
 
+/// What the request says about itself, recorded with the events it causes.
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    /// The request's id (`X-Request-Id`, or generated).
+    pub request_id: String,
+    /// The correlation id (`X-Correlation-Id`, or the request id).
+    pub correlation_id: String,
+    /// Why, in the caller's words (`Reason` header), if given.
+    pub reason: Option<String>,
+}
+
+tokio::task_local! {
+    /// The context of the request being handled on this task.
+    pub static REQUEST: RequestContext;
+}
+
+fn header_text(request: &Request, name: &str, max: usize) -> Option<String> {
+    request
+        .headers()
+        .get(name)
+        .and_then(|value| value.to_str().ok())
+        .map(str::trim)
+        .filter(|value| !value.is_empty())
+        .map(|value| value.chars().take(max).collect())
+}
+
+async fn with_request_context(
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let request_id = header_text(&request, "x-request-id", 128)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let context = RequestContext {
+        correlation_id: header_text(&request, "x-correlation-id", 128)
+            .unwrap_or_else(|| request_id.clone()),
+        reason: header_text(&request, "reason", 500),
+        request_id: request_id.clone(),
+    };
+    let mut response = REQUEST.scope(context, next.run(request)).await;
+    if let Ok(value) = header::HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
 /// The service's router over `state`.
 pub fn router(state: AppState) -> Router {
     routes::routes()
+        .layer(axum::middleware::from_fn(with_request_context))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -2,6 +2,7 @@
 //! profiles and tenants.
 
 mod parties;
+mod reads;
 mod subscriptions;
 mod users;
 
@@ -32,6 +33,7 @@ pub(super) fn routes() -> Router<AppState> {
         .merge(parties::routes())
         .merge(subscriptions::routes())
         .merge(users::routes())
+        .merge(reads::routes())
 }
 
 /// Parses an id from the path, naming the parameter when it is not a UUID.
@@ -42,12 +44,22 @@ pub(super) fn parse_id(field: &'static str, raw: &str) -> Result<Uuid, ApiError>
     })
 }
 
-/// Who did it and why, for the events' metadata. Never the token itself.
+/// Who did it and why, for the events' metadata: the token's id and role (never the token),
+/// the request and correlation ids, and the caller's reason.
 pub(super) fn metadata(principal: &Principal) -> Metadata {
-    Metadata::from([
+    let mut metadata = Metadata::from([
         ("token_id".to_owned(), principal.token_id.to_string()),
         ("role".to_owned(), principal.role.to_string()),
-    ])
+    ]);
+    let _ = super::REQUEST.try_with(|context| {
+        metadata.insert("request_id".into(), context.request_id.clone());
+        metadata.insert("correlation_id".into(), context.correlation_id.clone());
+        metadata.insert("causation_id".into(), context.request_id.clone());
+        if let Some(reason) = &context.reason {
+            metadata.insert("reason".into(), reason.clone());
+        }
+    });
+    metadata
 }
 
 fn require(principal: &Principal, roles: &[Role]) -> Result<(), ApiError> {

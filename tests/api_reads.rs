@@ -1,0 +1,254 @@
+//! Licence availability, user lists and histories over HTTP, with who/when/why in the history.
+
+mod support;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use support::{spawn_app, Backend, TestApp};
+
+const BUSINESS_PREMIUM: &str = "031c9e47-4802-4248-838e-778fb1d2cc05";
+
+async fn call(
+    app: &TestApp,
+    method: Method,
+    token: &str,
+    path: &str,
+    body: Option<Value>,
+) -> (StatusCode, Value) {
+    let mut request = app
+        .request(method, path, token)
+        .header("reason", "ticket 4711");
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+async fn reads(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let admin = app.admin_token.clone();
+    let (_, profile) = call(
+        &app,
+        Method::POST,
+        &admin,
+        "/v1/billing-profiles",
+        Some(json!({"name": "P", "currency": "USD"})),
+    )
+    .await;
+    let (_, tenant) = call(
+        &app,
+        Method::POST,
+        &admin,
+        "/v1/tenants",
+        Some(json!({"domain": "contoso.onmicrosoft.com", "name": "Contoso"})),
+    )
+    .await;
+    let tenant_id = tenant["id"].as_str().unwrap().to_owned();
+    let mut subscription_ids = Vec::new();
+    for quantity in [1, 1] {
+        let (_, bought) = call(&app, Method::POST, &admin, &format!("/v1/tenants/{tenant_id}/subscriptions"),
+            Some(json!({"offer_id": BUSINESS_PREMIUM, "quantity": quantity, "billing_profile_id": profile["id"]}))).await;
+        subscription_ids.push(bought["id"].clone());
+    }
+    let mut user_ids = Vec::new();
+    for name in ["megan", "alex", "diego"] {
+        let (_, user) = call(&app, Method::POST, &admin, &format!("/v1/tenants/{tenant_id}/users"),
+            Some(json!({"user_principal_name": format!("{name}@contoso.onmicrosoft.com"), "first_name": name, "last_name": "X", "display_name": name}))).await;
+        user_ids.push(user["id"].as_str().unwrap().to_owned());
+    }
+    for user_id in &user_ids[..2] {
+        let (status, _) = call(
+            &app,
+            Method::POST,
+            &admin,
+            &format!("/v1/users/{user_id}/licenses"),
+            Some(json!({"add": [BUSINESS_PREMIUM]})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+    // Megan is deleted (seat freed), Diego takes it, Megan is restored: over-assigned by one.
+    call(
+        &app,
+        Method::DELETE,
+        &admin,
+        &format!("/v1/users/{}", user_ids[0]),
+        None,
+    )
+    .await;
+    call(
+        &app,
+        Method::POST,
+        &admin,
+        &format!("/v1/users/{}/licenses", user_ids[2]),
+        Some(json!({"add": [BUSINESS_PREMIUM]})),
+    )
+    .await;
+
+    let (status, deleted_list) = call(
+        &app,
+        Method::GET,
+        &admin,
+        &format!("/v1/tenants/{tenant_id}/users?include_deleted=true"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let megan = deleted_list["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|user| user["id"] == json!(user_ids[0]))
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (
+            megan["status"].clone(),
+            megan["user_principal_name"].clone()
+        ),
+        (json!("deleted"), json!("megan@contoso.onmicrosoft.com"))
+    );
+    assert!(megan["restorable_until"].is_string());
+    let (_, active_list) = call(
+        &app,
+        Method::GET,
+        &admin,
+        &format!("/v1/tenants/{tenant_id}/users"),
+        None,
+    )
+    .await;
+    assert_eq!(active_list["users"].as_array().unwrap().len(), 2);
+
+    call(
+        &app,
+        Method::POST,
+        &admin,
+        &format!("/v1/users/{}:restore", user_ids[0]),
+        Some(json!({})),
+    )
+    .await;
+    let (status, licenses) = call(
+        &app,
+        Method::GET,
+        &admin,
+        &format!("/v1/tenants/{tenant_id}/licenses"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let row = &licenses["licenses"][0];
+    assert_eq!(row["sku"], "O365_BUSINESS_PREMIUM");
+    assert_eq!(row["product_name"], "Office 365 Business Premium");
+    assert_eq!(
+        (
+            row["enabled"].clone(),
+            row["assigned"].clone(),
+            row["available"].clone()
+        ),
+        (json!(2), json!(3), json!(-1))
+    );
+    assert_eq!(row["over_assigned"], true);
+    let mut behind: Vec<Value> = row["subscription_ids"].as_array().unwrap().clone();
+    behind.sort_by_key(|id| id.to_string());
+    subscription_ids.sort_by_key(|id| id.to_string());
+    assert_eq!(behind, subscription_ids);
+    assert!(licenses["position"].as_i64().unwrap() > 0);
+
+    // The user's history says who, when and why; auditors may read it, password admins not.
+    let (_, auditor) = call(
+        &app,
+        Method::POST,
+        &admin,
+        "/v1/tokens",
+        Some(json!({"role": "auditor"})),
+    )
+    .await;
+    let auditor = auditor["token"].as_str().unwrap().to_owned();
+    let (status, history) = call(
+        &app,
+        Method::GET,
+        &auditor,
+        &format!("/v1/users/{}/history", user_ids[0]),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{history}");
+    let events = history["events"].as_array().unwrap();
+    let types: Vec<&str> = events
+        .iter()
+        .map(|event| event["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types, ["UserCreated", "UserDeleted", "UserRestored"]);
+    let deleted = &events[1];
+    assert_eq!(deleted["metadata"]["role"], "admin");
+    assert_eq!(deleted["metadata"]["reason"], "ticket 4711");
+    assert!(deleted["metadata"]["request_id"].is_string());
+    assert!(deleted["metadata"]["token_id"].is_string());
+    assert!(deleted["position"].as_i64().unwrap() < events[2]["position"].as_i64().unwrap());
+    assert!(
+        !history.to_string().contains(&admin),
+        "a token leaked into the history"
+    );
+    let (status, tenant_history) = call(
+        &app,
+        Method::GET,
+        &auditor,
+        &format!("/v1/tenants/{tenant_id}/history"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(tenant_history["events"][0]["event_type"], "TenantCreated");
+    let (status, _) = call(
+        &app,
+        Method::GET,
+        &auditor,
+        &format!(
+            "/v1/subscriptions/{}/history",
+            subscription_ids[0].as_str().unwrap()
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, password_admin) = call(
+        &app,
+        Method::POST,
+        &admin,
+        "/v1/tokens",
+        Some(json!({"role": "password_admin", "tenant_id": tenant_id})),
+    )
+    .await;
+    let (status, _) = call(
+        &app,
+        Method::GET,
+        password_admin["token"].as_str().unwrap(),
+        &format!("/v1/users/{}/history", user_ids[0]),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _) = call(
+        &app,
+        Method::GET,
+        &auditor,
+        "/v1/tenants/00000000-0000-0000-0000-000000000001/licenses",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn licences_users_and_histories_on_postgres() {
+    reads(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn licences_users_and_histories_on_sqlite() {
+    reads(Backend::Sqlite).await;
+}
