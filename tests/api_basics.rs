@@ -154,7 +154,12 @@ async fn basics(backend: Backend) {
         .send()
         .await
         .unwrap();
-    assert_eq!(oversized.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    problem(
+        oversized,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+    )
+    .await;
 
     // Catalog changes: admin publishes an add-on; a cycle or a negative price is refused.
     let addon = json!({

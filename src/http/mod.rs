@@ -1,5 +1,6 @@
 //! The HTTP API of API.md (axum): state, authentication, the router and graceful serving.
 
+mod idempotency;
 pub mod problem;
 mod routes;
 
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
+use axum::response::IntoResponse;
 use axum::Router;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
@@ -139,11 +141,28 @@ async fn with_request_context(
     response
 }
 
+/// Turns the body limit's bare 413 into a problem document like every other error.
+async fn too_large_as_problem(response: axum::response::Response) -> axum::response::Response {
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/problem+json"));
+    if response.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE && !is_problem {
+        return ApiError::TooLarge.into_response();
+    }
+    response
+}
+
 /// The service's router over `state`.
 pub fn router(state: AppState) -> Router {
     routes::routes()
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            idempotency::idempotent,
+        ))
         .layer(axum::middleware::from_fn(with_request_context))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(too_large_as_problem))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

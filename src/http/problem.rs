@@ -31,6 +31,10 @@ pub enum ApiError {
     Domain(DomainError),
     /// Concurrent writers kept winning.
     Conflict,
+    /// A request with the same Idempotency-Key is still running.
+    InProgress,
+    /// The body is larger than any command needs.
+    TooLarge,
     /// Something broke inside; logged, never shown.
     Internal(String),
 }
@@ -149,6 +153,21 @@ impl IntoResponse for ApiError {
                 "concurrent_modification",
                 "Concurrent modification",
                 "the resource kept changing while the command ran; retry it",
+            ),
+            Self::TooLarge => problem(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "Payload too large",
+                &format!(
+                    "request bodies are limited to {} bytes",
+                    super::MAX_BODY_BYTES
+                ),
+            ),
+            Self::InProgress => problem(
+                StatusCode::CONFLICT,
+                "idempotent_request_in_progress",
+                "Request in progress",
+                "a request with this Idempotency-Key is still running; retry shortly",
             ),
             Self::Internal(message) => {
                 error!(%message, "internal error");
