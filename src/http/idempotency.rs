@@ -40,13 +40,16 @@ enum Claim {
     InProgress,
 }
 
+/// A stored key: the request's hash, and the first response once it completed.
+type StoredKey = (String, Option<i32>, Option<Vec<u8>>);
+
 async fn claim(
     store: &Store,
     caller: &str,
     key: &str,
     request_hash: &str,
 ) -> Result<Claim, sqlx::Error> {
-    let (inserted, row): (u64, Option<(String, Option<i32>, Option<Vec<u8>>)>) = match store {
+    let (inserted, row): (u64, Option<StoredKey>) = match store {
         Store::Postgres(pool) => {
             let inserted = sqlx::query(
                 "INSERT INTO idempotency_keys (caller, key, request_hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
