@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod http;
 pub mod ledger;
 pub mod store;

@@ -22,6 +22,8 @@ enum Command {
         #[command(flatten)]
         store: StoreSettings,
     },
+    /// Fills a fresh store with a realistic partner and prints what to query next.
+    Demo(ServeSettings),
     /// Prints the default offer catalog (the offers of the partner guides) as JSON.
     Offers,
 }
@@ -58,6 +60,44 @@ async fn main() -> anyhow::Result<()> {
             }
             let listener = tokio::net::TcpListener::bind(&settings.bind).await?;
             seatledger::http::serve(listener, state, shutdown_signal()).await?;
+        }
+        Command::Demo(settings) => {
+            let (state, generated) = seatledger::start(&settings).await?;
+            let summary = seatledger::demo::run(&state).await?;
+            let base = format!("http://{}", settings.bind);
+            println!(
+                "Demo partner created in {}.",
+                seatledger::store::redact(&settings.store.database_url)
+            );
+            if let Some(token) = generated {
+                println!("\nAdmin token (shown only now): {token}");
+            }
+            println!(
+                "Reseller token (shown only now): {}\n",
+                summary.reseller_token
+            );
+            println!(
+                "Start the service on the same store:  seatledger serve --database-url {}",
+                settings.store.database_url
+            );
+            println!("Then, with TOKEN set to the reseller token:\n");
+            for (domain, tenant_id) in &summary.tenants {
+                println!("  # {domain}");
+                println!("  curl -H \"Authorization: Bearer $TOKEN\" {base}/v1/tenants/{tenant_id}/licenses");
+            }
+            let contoso = summary.tenants[0].1;
+            println!("\n  # users of Contoso, with the deleted one and its restore deadline");
+            println!("  curl -H \"Authorization: Bearer $TOKEN\" '{base}/v1/tenants/{contoso}/users?include_deleted=true'");
+            println!("  # restore it (its licences come back)");
+            println!(
+                "  curl -X POST -H \"Authorization: Bearer $TOKEN\" {base}/v1/users/{}:restore",
+                summary.deleted_user
+            );
+            println!("  # who did what, when and why");
+            println!(
+                "  curl -H \"Authorization: Bearer $TOKEN\" {base}/v1/tenants/{contoso}/history"
+            );
+            println!("\nReseller: {}", summary.reseller_id);
         }
         Command::Migrate { store } => {
             let opened = Store::connect(&store.database_url).await?;
