@@ -1,6 +1,7 @@
 //! The HTTP API of API.md (axum): state, authentication, the router and graceful serving.
 
 mod idempotency;
+pub mod openapi;
 pub mod problem;
 mod routes;
 

@@ -26,6 +26,7 @@ pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/v1/openapi.json", get(openapi))
         .route("/v1/tokens", axum::routing::post(issue_token))
         .route("/v1/offers", get(list_offers).post(publish_offer))
         .route("/v1/offers/{offer_id}", get(get_offer))
@@ -72,6 +73,10 @@ fn require(principal: &Principal, roles: &[Role]) -> Result<(), ApiError> {
 
 async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(super::openapi::document())
 }
 
 async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {

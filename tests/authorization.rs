@@ -1,0 +1,292 @@
+//! Every role against every route: allowed roles get past authorization (whatever the rules then
+//! say), all others get 403 or 404; a customer token never sees another tenant. Also: the OpenAPI
+//! description and the router list the same routes.
+
+mod support;
+
+use reqwest::{Method, StatusCode};
+use seatledger::http::openapi::ROUTES;
+use serde_json::{json, Value};
+use support::{spawn_app_with, Backend, TestApp};
+
+const BUSINESS_PREMIUM: &str = "031c9e47-4802-4248-838e-778fb1d2cc05";
+const E3: &str = "796b6b5f-613c-4e24-a17c-eba730d49c02";
+
+struct World {
+    reseller_id: String,
+    billing_profile_id: String,
+    tenant_id: String,
+    other_tenant_id: String,
+    subscription_id: String,
+    user_id: String,
+}
+
+async fn send(
+    app: &TestApp,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> (StatusCode, String) {
+    let method = Method::from_bytes(method.as_bytes()).unwrap();
+    let mut request = app.client.request(method, app.url(path));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    (status, response.text().await.unwrap())
+}
+
+async fn created(app: &TestApp, path: &str, body: Value) -> Value {
+    let (status, text) = send(app, "POST", path, Some(&app.admin_token), Some(body)).await;
+    assert!(status.is_success(), "{path}: {status} {text}");
+    serde_json::from_str(&text).unwrap()
+}
+
+async fn world(app: &TestApp) -> World {
+    let reseller = created(app, "/v1/resellers", json!({"name": "Northwind"})).await;
+    let reseller_id = reseller["id"].as_str().unwrap().to_owned();
+    let profile = created(
+        app,
+        "/v1/billing-profiles",
+        json!({"name": "P", "currency": "USD", "reseller_id": reseller_id}),
+    )
+    .await;
+    let tenant = created(
+        app,
+        "/v1/tenants",
+        json!({"domain": "contoso.onmicrosoft.com", "name": "Contoso", "reseller_id": reseller_id}),
+    )
+    .await;
+    let other = created(
+        app,
+        "/v1/tenants",
+        json!({"domain": "fabrikam.onmicrosoft.com", "name": "Fabrikam"}),
+    )
+    .await;
+    let tenant_id = tenant["id"].as_str().unwrap().to_owned();
+    let subscription = created(
+        app,
+        &format!("/v1/tenants/{tenant_id}/subscriptions"),
+        json!({"offer_id": BUSINESS_PREMIUM, "quantity": 50, "billing_profile_id": profile["id"]}),
+    )
+    .await;
+    let user = created(
+        app,
+        &format!("/v1/tenants/{tenant_id}/users"),
+        json!({"user_principal_name": "megan@contoso.onmicrosoft.com", "first_name": "M", "last_name": "B", "display_name": "M B"}),
+    )
+    .await;
+    World {
+        reseller_id,
+        billing_profile_id: profile["id"].as_str().unwrap().to_owned(),
+        tenant_id,
+        other_tenant_id: other["id"].as_str().unwrap().to_owned(),
+        subscription_id: subscription["id"].as_str().unwrap().to_owned(),
+        user_id: user["id"].as_str().unwrap().to_owned(),
+    }
+}
+
+fn concrete(path: &str, world: &World, tenant_id: &str) -> String {
+    path.replace("{tenant_id}", tenant_id)
+        .replace("{subscription_id}", &world.subscription_id)
+        .replace("{user_id}", &world.user_id)
+        .replace("{reseller_id}", &world.reseller_id)
+        .replace("{billing_profile_id}", &world.billing_profile_id)
+        .replace("{offer_id}", BUSINESS_PREMIUM)
+}
+
+fn body_for(method: &str, path: &str, world: &World, n: usize) -> Option<Value> {
+    let body = match (method, path) {
+        ("POST", "/v1/tokens") => json!({"role": "support"}),
+        ("POST", "/v1/offers") => {
+            json!({"id": "22222222-2222-2222-2222-222222222222", "name": "Matrix Add-on", "provisioning_id": "MATRIX", "assignable_to_users": true, "unit_price": {"amount": "1.00", "currency": "USD"}, "parent_offers": [BUSINESS_PREMIUM]})
+        }
+        ("POST", "/v1/resellers") => json!({"name": "Another"}),
+        ("POST", "/v1/billing-profiles") => json!({"name": "Q", "currency": "USD"}),
+        ("POST", "/v1/tenants") => json!({"domain": format!("t{n}.onmicrosoft.com"), "name": "T"}),
+        ("POST", "/v1/tenants/{tenant_id}/subscriptions") => {
+            json!({"offer_id": BUSINESS_PREMIUM, "quantity": 1, "billing_profile_id": world.billing_profile_id})
+        }
+        ("POST", "/v1/subscriptions/{subscription_id}/licenses:add")
+        | ("POST", "/v1/subscriptions/{subscription_id}/licenses:remove") => json!({"count": 1}),
+        ("POST", "/v1/subscriptions/{subscription_id}:upgrade") => json!({"offer_id": E3}),
+        ("PUT", "/v1/subscriptions/{subscription_id}/billing-profile") => {
+            json!({"billing_profile_id": world.billing_profile_id})
+        }
+        ("POST", "/v1/tenants/{tenant_id}/users") => {
+            json!({"user_principal_name": format!("u{n}@contoso.onmicrosoft.com"), "first_name": "U", "last_name": "N", "display_name": "U N"})
+        }
+        ("PATCH", "/v1/users/{user_id}") => json!({"display_name": format!("Name {n}")}),
+        ("POST", "/v1/users/{user_id}/licenses") => json!({"add": [BUSINESS_PREMIUM]}),
+        ("POST", "/v1/sandbox/clock") => json!({"advance_seconds": 1}),
+        ("POST", _) | ("PUT", _) | ("PATCH", _) => json!({}),
+        _ => return None,
+    };
+    Some(body)
+}
+
+/// Who may pass authorization on each route (scoped roles within their scope).
+fn allowed(method: &str, path: &str, role: &str) -> bool {
+    let commanders = ["admin", "reseller", "customer_admin"];
+    let readers = ["admin", "reseller", "customer_admin", "support", "auditor"];
+    let everyone_in_scope = [
+        "admin",
+        "reseller",
+        "customer_admin",
+        "password_admin",
+        "support",
+        "auditor",
+    ];
+    let roles: &[&str] = match (method, path) {
+        (_, "/healthz") | (_, "/readyz") | (_, "/v1/openapi.json") => &[
+            "none",
+            "admin",
+            "reseller",
+            "customer_admin",
+            "password_admin",
+            "support",
+            "auditor",
+        ],
+        ("GET", "/v1/offers") | ("GET", "/v1/offers/{offer_id}") => &everyone_in_scope,
+        ("POST", "/v1/tokens")
+        | ("POST", "/v1/offers")
+        | ("POST", "/v1/resellers")
+        | ("POST", "/v1/sandbox/clock") => &["admin"],
+        ("GET", "/v1/resellers/{reseller_id}")
+        | ("GET", "/v1/billing-profiles/{billing_profile_id}") => {
+            &["admin", "reseller", "support", "auditor"]
+        }
+        ("POST", "/v1/billing-profiles") | ("POST", "/v1/tenants") => &["admin", "reseller"],
+        ("GET", "/v1/tenants/{tenant_id}") => &everyone_in_scope,
+        ("GET", "/v1/users/{user_id}")
+        | ("GET", "/v1/tenants/{tenant_id}/licenses")
+        | ("GET", "/v1/tenants/{tenant_id}/users") => &everyone_in_scope,
+        ("POST", "/v1/users/{user_id}:reset-password") => {
+            &["admin", "reseller", "customer_admin", "password_admin"]
+        }
+        ("GET", _) => &readers,
+        _ => &commanders,
+    };
+    roles.contains(&role)
+}
+
+async fn matrix(backend: Backend) {
+    let app = spawn_app_with(backend, true).await;
+    let world = world(&app).await;
+    let issue = |body: Value| {
+        let app = &app;
+        async move {
+            created(app, "/v1/tokens", body).await["token"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let tokens = vec![
+        ("admin", Some(app.admin_token.clone())),
+        (
+            "reseller",
+            Some(issue(json!({"role": "reseller", "reseller_id": world.reseller_id})).await),
+        ),
+        (
+            "customer_admin",
+            Some(issue(json!({"role": "customer_admin", "tenant_id": world.tenant_id})).await),
+        ),
+        (
+            "password_admin",
+            Some(issue(json!({"role": "password_admin", "tenant_id": world.tenant_id})).await),
+        ),
+        ("support", Some(issue(json!({"role": "support"})).await)),
+        ("auditor", Some(issue(json!({"role": "auditor"})).await)),
+        ("none", None),
+    ];
+    let mut n = 0;
+    // Destructive lifecycle routes go last, so that earlier calls meet a live subscription and user.
+    let mut routes: Vec<_> = ROUTES.iter().collect();
+    routes.sort_by_key(|route| {
+        route.method == "DELETE"
+            || route.path.ends_with(":cancel")
+            || route.path.ends_with(":suspend")
+    });
+    for route in routes {
+        for (role, token) in &tokens {
+            n += 1;
+            let path = concrete(route.path, &world, &world.tenant_id);
+            let body = body_for(route.method, route.path, &world, n);
+            let (status, text) = send(&app, route.method, &path, token.as_deref(), body).await;
+            let what = format!("{role} {} {path}: {status} {text}", route.method);
+            assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "not routed: {what}");
+            assert!(!status.is_server_error(), "{what}");
+            if allowed(route.method, route.path, role) {
+                assert!(
+                    ![
+                        StatusCode::UNAUTHORIZED,
+                        StatusCode::FORBIDDEN,
+                        StatusCode::NOT_FOUND
+                    ]
+                    .contains(&status),
+                    "should be allowed: {what}"
+                );
+            } else if token.is_none() {
+                assert_eq!(status, StatusCode::UNAUTHORIZED, "{what}");
+            } else {
+                assert!(
+                    [StatusCode::FORBIDDEN, StatusCode::NOT_FOUND].contains(&status),
+                    "should be refused: {what}"
+                );
+            }
+        }
+    }
+
+    // A customer's token never sees another tenant, on any tenant route.
+    let customer = tokens[2].1.clone().unwrap();
+    for route in ROUTES
+        .iter()
+        .filter(|route| route.path.starts_with("/v1/tenants/{tenant_id}"))
+    {
+        let path = concrete(route.path, &world, &world.other_tenant_id);
+        let body = body_for(route.method, route.path, &world, 0);
+        let (status, text) = send(&app, route.method, &path, Some(&customer), body).await;
+        assert_eq!(
+            status,
+            StatusCode::NOT_FOUND,
+            "{} {path}: {text}",
+            route.method
+        );
+    }
+
+    // The description lists exactly the routes the matrix just exercised.
+    let (status, text) = send(&app, "GET", "/v1/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let spec: Value = serde_json::from_str(&text).unwrap();
+    let described: usize = spec["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|item| item.as_object().unwrap().len())
+        .sum();
+    assert_eq!(described, ROUTES.len());
+    assert!(
+        spec["paths"]["/v1/users/{user_id}/licenses"]["post"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("all or nothing")
+    );
+
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn authorization_matrix_on_postgres() {
+    matrix(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn authorization_matrix_on_sqlite() {
+    matrix(Backend::Sqlite).await;
+}
