@@ -69,7 +69,31 @@ async fn everything_stored(store: &Store) -> String {
     all
 }
 
+/// Everything the service logs in this test binary, at every level, to search for secrets.
+fn captured_logs() -> &'static std::sync::Mutex<Vec<u8>> {
+    static LOGS: std::sync::OnceLock<std::sync::Mutex<Vec<u8>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        struct Writer;
+        impl std::io::Write for Writer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                captured_logs().lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_writer(|| Writer)
+            .json()
+            .init();
+        std::sync::Mutex::new(Vec::new())
+    })
+}
+
 async fn users(backend: Backend) {
+    captured_logs();
     let app = spawn_app_with(backend, true).await;
     let admin = app.admin_token.clone();
     let (_, profile) = call(
@@ -362,6 +386,9 @@ async fn users(backend: Backend) {
         !stored.contains(&password),
         "the temporary password was stored"
     );
+    let logs = String::from_utf8_lossy(&captured_logs().lock().unwrap()).into_owned();
+    assert!(logs.contains(&megan_id) || logs.contains("reset-password"), "the logs were captured");
+    assert!(!logs.contains(&password), "the temporary password was logged");
     // Personal data is stored sealed only.
     assert!(
         !stored.contains("Bowen") && !stored.contains("megan.bowen"),
