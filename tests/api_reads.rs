@@ -154,7 +154,45 @@ async fn reads(backend: Backend) {
     behind.sort_by_key(|id| id.to_string());
     subscription_ids.sort_by_key(|id| id.to_string());
     assert_eq!(behind, subscription_ids);
-    assert!(licenses["position"].as_i64().unwrap() > 0);
+    let position = licenses["position"].as_i64().unwrap();
+    assert!(position > 0);
+    // Read-your-writes: a reached position answers at once, a future one times out with 504.
+    let (status, _) = call(
+        &app,
+        Method::GET,
+        &admin,
+        &format!("/v1/tenants/{tenant_id}/licenses?min_position={position}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = call(
+        &app,
+        Method::GET,
+        &admin,
+        &format!(
+            "/v1/tenants/{tenant_id}/licenses?min_position={}",
+            position + 1000
+        ),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].clone()),
+        (StatusCode::GATEWAY_TIMEOUT, json!("position_not_reached"))
+    );
+    let (status, body) = call(
+        &app,
+        Method::GET,
+        &admin,
+        &format!("/v1/tenants/{tenant_id}/licenses?min_position=soon"),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (status, body["field"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("min_position"))
+    );
 
     // The user's history says who, when and why; auditors may read it, password admins not.
     let (_, auditor) = call(

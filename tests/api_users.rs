@@ -387,8 +387,14 @@ async fn users(backend: Backend) {
         "the temporary password was stored"
     );
     let logs = String::from_utf8_lossy(&captured_logs().lock().unwrap()).into_owned();
-    assert!(logs.contains(&megan_id) || logs.contains("reset-password"), "the logs were captured");
-    assert!(!logs.contains(&password), "the temporary password was logged");
+    assert!(
+        logs.contains(&megan_id) || logs.contains("reset-password"),
+        "the logs were captured"
+    );
+    assert!(
+        !logs.contains(&password),
+        "the temporary password was logged"
+    );
     // Personal data is stored sealed only.
     assert!(
         !stored.contains("Bowen") && !stored.contains("megan.bowen"),

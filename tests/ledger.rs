@@ -161,3 +161,56 @@ async fn commands_and_follow_ups_land_in_the_postgres_log() {
 async fn commands_and_follow_ups_land_in_the_sqlite_log() {
     purchase_assign_delete(Backend::Sqlite).await;
 }
+
+#[tokio::test]
+async fn long_tenant_streams_are_loaded_from_snapshots_on_postgres() {
+    let fresh = fresh_store(Backend::Postgres).await;
+    let any = AnyLedger::new(fresh.store.clone(), CommercialRules::default());
+    let at = Utc.with_ymd_and_hms(2026, 1, 1, 9, 0, 0).unwrap();
+    let tenant_id = Uuid::new_v4();
+    let metadata = Metadata::new();
+    with_ledger!(&any, ledger => {
+        ledger
+            .dispatch(FollowUp::Tenant { tenant_id, command: TenantCommand::CreateTenant {
+                tenant_id,
+                domain: DomainName::parse("contoso.onmicrosoft.com").unwrap(),
+                name: OrganisationName::parse("Contoso").unwrap(),
+                reseller_id: None,
+                at,
+            }}, &metadata)
+            .await
+            .unwrap();
+        for n in 0..250u32 {
+            let user_id = Uuid::new_v4();
+            ledger
+                .dispatch(FollowUp::Tenant { tenant_id, command: TenantCommand::RegisterUser {
+                    user_id,
+                    principal_domain: DomainName::parse("contoso.onmicrosoft.com").unwrap(),
+                    fingerprint: PrincipalFingerprint::parse(&format!("{n:064x}")).unwrap(),
+                    details: SealedDetails { key_id: user_id, ciphertext: "c2VhbGVk".into() },
+                    role: UserRole::User,
+                    at,
+                }}, &metadata)
+                .await
+                .unwrap();
+        }
+        assert_eq!(ledger.tenant(tenant_id).await.unwrap().members.len(), 250);
+    });
+    let Store::Postgres(pool) = &fresh.store else {
+        unreachable!()
+    };
+    let (last_sequence,): (i64,) = sqlx::query_as(
+        "SELECT last_sequence FROM snapshots WHERE aggregate_type = 'tenant' AND aggregate_id = $1",
+    )
+    .bind(tenant_id.to_string())
+    .fetch_one(pool)
+    .await
+    .expect("a snapshot of the tenant exists");
+    // A load reads the snapshot and at most the events since it, not the whole stream.
+    assert!(
+        last_sequence >= 200,
+        "snapshot at {last_sequence} of 251 events"
+    );
+    drop(any);
+    fresh.remove().await;
+}

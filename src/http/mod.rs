@@ -142,6 +142,51 @@ async fn with_request_context(
     response
 }
 
+/// How long a query waits for `?min_position=` before answering 504.
+pub const MIN_POSITION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `?min_position=N` on a query: answer only once the log has reached N (read-your-writes), or
+/// 504 after a bounded wait. Reads are served from current state, so reaching N is enough.
+async fn wait_for_position(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let wanted = request.uri().query().and_then(|query| {
+        query
+            .split('&')
+            .find_map(|pair| pair.strip_prefix("min_position="))
+            .map(str::to_owned)
+    });
+    if let (Some(raw), &axum::http::Method::GET) = (wanted, request.method()) {
+        let Ok(wanted) = raw.parse::<i64>() else {
+            return ApiError::Invalid {
+                field: "min_position".into(),
+                reason: "must be a whole number".into(),
+            }
+            .into_response();
+        };
+        let deadline = tokio::time::Instant::now() + MIN_POSITION_WAIT;
+        loop {
+            match state.store.log_end().await {
+                Ok(end) if end >= wanted => break,
+                Ok(_) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Ok(end) => {
+                    return ApiError::NotCaughtUp {
+                        wanted,
+                        reached: end,
+                    }
+                    .into_response()
+                }
+                Err(error) => return ApiError::from(error).into_response(),
+            }
+        }
+    }
+    next.run(request).await
+}
+
 /// Turns the body limit's bare 413 into a problem document like every other error.
 async fn too_large_as_problem(response: axum::response::Response) -> axum::response::Response {
     let is_problem = response
@@ -160,6 +205,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             idempotency::idempotent,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            wait_for_position,
         ))
         .layer(axum::middleware::from_fn(with_request_context))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))

@@ -35,6 +35,13 @@ pub enum ApiError {
     InProgress,
     /// The body is larger than any command needs.
     TooLarge,
+    /// `?min_position=` was not reached within the bounded wait.
+    NotCaughtUp {
+        /// The position asked for.
+        wanted: i64,
+        /// The position reached.
+        reached: i64,
+    },
     /// Something broke inside; logged, never shown.
     Internal(String),
 }
@@ -153,6 +160,12 @@ impl IntoResponse for ApiError {
                 "concurrent_modification",
                 "Concurrent modification",
                 "the resource kept changing while the command ran; retry it",
+            ),
+            Self::NotCaughtUp { wanted, reached } => problem(
+                StatusCode::GATEWAY_TIMEOUT,
+                "position_not_reached",
+                "Position not reached",
+                &format!("asked for position {wanted}, the log has reached {reached}; retry later"),
             ),
             Self::TooLarge => problem(
                 StatusCode::PAYLOAD_TOO_LARGE,
