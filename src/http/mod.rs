@@ -199,6 +199,24 @@ async fn too_large_as_problem(response: axum::response::Response) -> axum::respo
     response
 }
 
+/// Parses an optional JSON body (empty means `T::default()`), with the same 400/422 split as
+/// [`Json`]; for routes whose body only some actions need.
+pub fn optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.is_empty() {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|error| {
+        if error.is_syntax() || error.is_eof() {
+            ApiError::Malformed(error.to_string())
+        } else {
+            ApiError::Invalid {
+                field: "body".into(),
+                reason: error.to_string(),
+            }
+        }
+    })
+}
+
 /// The service's router over `state`.
 pub fn router(state: AppState) -> Router {
     routes::routes()

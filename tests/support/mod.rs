@@ -109,6 +109,26 @@ impl TestApp {
             .bearer_auth(token)
     }
 
+    /// Sends a request and returns its status and JSON body (`null` when there is none).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        token: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let mut request = self.request(method, path, token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("the service answers");
+        let status = response.status();
+        (
+            status,
+            response.json().await.unwrap_or(serde_json::Value::Null),
+        )
+    }
+
     /// Stops the server (gracefully) and removes the database.
     pub async fn stop(mut self) {
         if let Some(shutdown) = self.shutdown.take() {

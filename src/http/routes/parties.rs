@@ -132,18 +132,7 @@ async fn create_billing_profile(
     Json(input): Json<BillingProfileInput>,
 ) -> Result<impl IntoResponse, ApiError> {
     require(&principal, &[Role::Admin, Role::Reseller])?;
-    let reseller_id = match principal.role {
-        Role::Reseller
-            if input.reseller_id.is_some() && input.reseller_id != principal.reseller_id =>
-        {
-            return Err(ApiError::Forbidden)
-        }
-        Role::Reseller => principal.reseller_id,
-        _ => input.reseller_id,
-    };
-    if let Some(reseller_id) = reseller_id {
-        ensure_reseller(&state, reseller_id).await?;
-    }
+    let reseller_id = owning_reseller(&state, &principal, input.reseller_id).await?;
     let name = OrganisationName::parse(&input.name)?;
     let currency = Currency::parse(&input.currency)?;
     let billing_profile_id = Uuid::new_v4();
@@ -172,6 +161,26 @@ async fn create_billing_profile(
             "position": position,
         })),
     ))
+}
+
+/// The reseller a new billing profile or tenant belongs to: a reseller's token creates under
+/// itself only; an admin may name any existing reseller, or none (the partner's own).
+async fn owning_reseller(
+    state: &AppState,
+    principal: &Principal,
+    requested: Option<Uuid>,
+) -> Result<Option<Uuid>, ApiError> {
+    let reseller_id = match principal.role {
+        Role::Reseller if requested.is_some() && requested != principal.reseller_id => {
+            return Err(ApiError::Forbidden)
+        }
+        Role::Reseller => principal.reseller_id,
+        _ => requested,
+    };
+    if let Some(reseller_id) = reseller_id {
+        ensure_reseller(state, reseller_id).await?;
+    }
+    Ok(reseller_id)
 }
 
 async fn ensure_reseller(state: &AppState, reseller_id: Uuid) -> Result<(), ApiError> {
@@ -239,18 +248,7 @@ async fn create_tenant(
     Json(input): Json<TenantInput>,
 ) -> Result<impl IntoResponse, ApiError> {
     require(&principal, &[Role::Admin, Role::Reseller])?;
-    let reseller_id = match principal.role {
-        Role::Reseller
-            if input.reseller_id.is_some() && input.reseller_id != principal.reseller_id =>
-        {
-            return Err(ApiError::Forbidden)
-        }
-        Role::Reseller => principal.reseller_id,
-        _ => input.reseller_id,
-    };
-    if let Some(reseller_id) = reseller_id {
-        ensure_reseller(&state, reseller_id).await?;
-    }
+    let reseller_id = owning_reseller(&state, &principal, input.reseller_id).await?;
     let domain = DomainName::parse(&input.domain)?;
     let name = OrganisationName::parse(&input.name)?;
     let tenant_id = Uuid::new_v4();

@@ -19,7 +19,7 @@ use super::parties::visible_tenant;
 use super::{metadata, parse_id, require};
 use crate::auth::{Principal, Role};
 use crate::http::problem::ApiError;
-use crate::http::{AppState, Json};
+use crate::http::{optional_json, AppState, Json};
 
 /// Roles that may issue subscription commands (within their scope).
 const BUYERS: &[Role] = &[Role::Admin, Role::Reseller, Role::CustomerAdmin];
@@ -331,20 +331,7 @@ async fn lifecycle(
         "cancel" => SubscriptionCommand::Cancel { at },
         "convert-trial" => SubscriptionCommand::ConvertTrial { at },
         "upgrade" => {
-            let input: UpgradeInput = if body.is_empty() {
-                UpgradeInput::default()
-            } else {
-                serde_json::from_slice(&body).map_err(|error| {
-                    if error.is_syntax() || error.is_eof() {
-                        ApiError::Malformed(error.to_string())
-                    } else {
-                        ApiError::Invalid {
-                            field: "body".into(),
-                            reason: error.to_string(),
-                        }
-                    }
-                })?
-            };
+            let input: UpgradeInput = optional_json(&body)?;
             let raw = input.offer_id.ok_or(ApiError::Invalid {
                     field: "offer_id".into(),
                     reason: "name the offer to upgrade to".into(),

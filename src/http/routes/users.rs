@@ -25,7 +25,7 @@ use super::parties::visible_tenant;
 use super::{metadata, parse_id, require};
 use crate::auth::{Principal, Role};
 use crate::http::problem::ApiError;
-use crate::http::{AppState, Json};
+use crate::http::{optional_json, AppState, Json};
 
 const MANAGERS: &[Role] = &[Role::Admin, Role::Reseller, Role::CustomerAdmin];
 const READERS: &[Role] = &[
@@ -355,20 +355,7 @@ async fn user_action(
         }
         "reset-password" => {
             visible_user(&state, &principal, user_id, PASSWORD_RESETTERS).await?;
-            let input: ResetInput = if body.is_empty() {
-                ResetInput::default()
-            } else {
-                serde_json::from_slice(&body).map_err(|error| {
-                    if error.is_syntax() || error.is_eof() {
-                        ApiError::Malformed(error.to_string())
-                    } else {
-                        ApiError::Invalid {
-                            field: "body".into(),
-                            reason: error.to_string(),
-                        }
-                    }
-                })?
-            };
+            let input: ResetInput = optional_json(&body)?;
             let notice = match input.notify_email.as_deref() {
                 Some(raw) => {
                     EmailAddress::parse(raw)?;
