@@ -29,27 +29,11 @@ async fn call(
 async fn reads(backend: Backend) {
     let app = spawn_app(backend).await;
     let admin = app.admin_token.clone();
-    let (_, profile) = call(
-        &app,
-        Method::POST,
-        &admin,
-        "/v1/billing-profiles",
-        Some(json!({"name": "P", "currency": "USD"})),
-    )
-    .await;
-    let (_, tenant) = call(
-        &app,
-        Method::POST,
-        &admin,
-        "/v1/tenants",
-        Some(json!({"domain": "contoso.onmicrosoft.com", "name": "Contoso"})),
-    )
-    .await;
-    let tenant_id = tenant["id"].as_str().unwrap().to_owned();
+    let (profile_id, tenant_id) = app.billing_profile_and_contoso().await;
     let mut subscription_ids = Vec::new();
     for quantity in [1, 1] {
         let (_, bought) = call(&app, Method::POST, &admin, &format!("/v1/tenants/{tenant_id}/subscriptions"),
-            Some(json!({"offer_id": BUSINESS_PREMIUM, "quantity": quantity, "billing_profile_id": profile["id"]}))).await;
+            Some(json!({"offer_id": BUSINESS_PREMIUM, "quantity": quantity, "billing_profile_id": profile_id}))).await;
         subscription_ids.push(bought["id"].clone());
     }
     let mut user_ids = Vec::new();

@@ -90,29 +90,15 @@ async fn users(backend: Backend) {
     captured_logs();
     let app = spawn_app_with(backend, true).await;
     let admin = app.admin_token.clone();
-    let (_, profile) = call(
-        &app,
-        Method::POST,
-        &admin,
-        "/v1/billing-profiles",
-        Some(json!({"name": "P", "currency": "USD"})),
-    )
-    .await;
-    let (_, tenant) = call(
-        &app,
-        Method::POST,
-        &admin,
-        "/v1/tenants",
-        Some(json!({"domain": "contoso.onmicrosoft.com", "name": "Contoso"})),
-    )
-    .await;
-    let tenant_id = tenant["id"].as_str().unwrap().to_owned();
+    let (profile_id, tenant_id) = app.billing_profile_and_contoso().await;
     let (status, _) = call(
         &app,
         Method::POST,
         &admin,
         &format!("/v1/tenants/{tenant_id}/subscriptions"),
-        Some(json!({"offer_id": BUSINESS_PREMIUM, "quantity": 1, "billing_profile_id": profile["id"]})),
+        Some(
+            json!({"offer_id": BUSINESS_PREMIUM, "quantity": 1, "billing_profile_id": profile_id}),
+        ),
     )
     .await;
     assert_eq!(status, StatusCode::CREATED);

@@ -129,6 +129,31 @@ impl TestApp {
         )
     }
 
+    /// Creates, as admin, a USD billing profile and the tenant contoso.onmicrosoft.com; returns
+    /// their ids.
+    pub async fn billing_profile_and_contoso(&self) -> (String, String) {
+        let (status, profile) = self
+            .call(
+                reqwest::Method::POST,
+                &self.admin_token,
+                "/v1/billing-profiles",
+                Some(serde_json::json!({"name": "P", "currency": "USD"})),
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::CREATED, "{profile}");
+        let (status, tenant) = self
+            .call(
+                reqwest::Method::POST,
+                &self.admin_token,
+                "/v1/tenants",
+                Some(serde_json::json!({"domain": "contoso.onmicrosoft.com", "name": "Contoso"})),
+            )
+            .await;
+        assert_eq!(status, reqwest::StatusCode::CREATED, "{tenant}");
+        let id = |value: &serde_json::Value| value["id"].as_str().expect("an id").to_owned();
+        (id(&profile), id(&tenant))
+    }
+
     /// Stops the server (gracefully) and removes the database.
     pub async fn stop(mut self) {
         if let Some(shutdown) = self.shutdown.take() {

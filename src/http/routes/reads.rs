@@ -15,6 +15,8 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::parties::visible_tenant;
+use super::subscriptions::visible_subscription;
+use super::users::visible_user;
 use super::{parse_id, require};
 use crate::auth::{Principal, Role};
 use crate::http::problem::ApiError;
@@ -183,17 +185,7 @@ async fn subscription_history(
     Path(subscription_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let subscription_id = parse_id("subscription_id", &subscription_id)?;
-    let not_found = || ApiError::NotFound(format!("subscription {subscription_id} does not exist"));
-    let subscription = state
-        .ledger
-        .subscription(subscription_id)
-        .await?
-        .state
-        .ok_or_else(not_found)?;
-    visible_tenant(&state, &principal, subscription.tenant_id)
-        .await
-        .map_err(|_| not_found())?;
-    require(&principal, HISTORIANS)?;
+    visible_subscription(&state, &principal, subscription_id, HISTORIANS).await?;
     history_of(&state, "subscription", subscription_id).await
 }
 
@@ -203,16 +195,6 @@ async fn user_history(
     Path(user_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let user_id = parse_id("user_id", &user_id)?;
-    let not_found = || ApiError::NotFound(format!("user {user_id} does not exist"));
-    let user = state
-        .ledger
-        .user(user_id)
-        .await?
-        .state
-        .ok_or_else(not_found)?;
-    visible_tenant(&state, &principal, user.tenant_id)
-        .await
-        .map_err(|_| not_found())?;
-    require(&principal, HISTORIANS)?;
+    visible_user(&state, &principal, user_id, HISTORIANS).await?;
     history_of(&state, "user", user_id).await
 }

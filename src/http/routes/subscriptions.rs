@@ -94,7 +94,7 @@ pub(crate) fn subscription_view(state: &SubscriptionState, now: DateTime<Utc>) -
 }
 
 /// Loads a subscription whose tenant the caller may see, checking its role against `roles`.
-async fn visible_subscription(
+pub(super) async fn visible_subscription(
     state: &AppState,
     principal: &Principal,
     subscription_id: Uuid,

@@ -57,7 +57,7 @@ pub(super) fn routes() -> Router<AppState> {
 }
 
 /// A user the caller may see, with the caller's role checked against `roles`.
-async fn visible_user(
+pub(super) async fn visible_user(
     state: &AppState,
     principal: &Principal,
     user_id: Uuid,
