@@ -77,14 +77,16 @@ struct Executor<A: Aggregate, ES: EventStore<A>> {
     store: ES,
     services: A::Services,
     queues: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    commits: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl<A: Aggregate, ES: EventStore<A>> Executor<A, ES> {
-    fn new(store: ES, services: A::Services) -> Self {
+    fn new(store: ES, services: A::Services, commits: Arc<tokio::sync::watch::Sender<u64>>) -> Self {
         Self {
             store,
             services,
             queues: std::sync::Mutex::new(HashMap::new()),
+            commits,
         }
     }
 
@@ -130,7 +132,12 @@ where
                 Err(AggregateError::AggregateConflict) if attempt < CONFLICT_RETRIES => {
                     attempt += 1;
                 }
-                result => return Ok(result?),
+                result => {
+                    let events = result?;
+                    // Wakes this instance's log consumers at once instead of at their next poll.
+                    self.commits.send_modify(|commits| *commits = commits.wrapping_add(1));
+                    return Ok(events);
+                }
             }
         }
     }
@@ -145,6 +152,7 @@ where
 /// Every aggregate of the domain over one event repository.
 pub struct Ledger<R: PersistedEventRepository> {
     store: Store,
+    commits: Arc<tokio::sync::watch::Sender<u64>>,
     tenants: Executor<Tenant, PersistedEventStore<R, Tenant>>,
     subscriptions: Executor<Subscription, PersistedEventStore<R, Subscription>>,
     users: Executor<User, PersistedEventStore<R, User>>,
@@ -156,34 +164,48 @@ pub struct Ledger<R: PersistedEventRepository> {
 impl<R: PersistedEventRepository> Ledger<R> {
     /// Builds the ledger; `repository` makes one repository per aggregate type.
     pub fn new(store: Store, rules: CommercialRules, repository: impl Fn() -> R) -> Self {
+        let commits = Arc::new(tokio::sync::watch::channel(0).0);
         Self {
             store,
             tenants: Executor::new(
                 PersistedEventStore::new_snapshot_store(repository(), TENANT_SNAPSHOT_EVERY),
                 rules,
+                commits.clone(),
             ),
-            subscriptions: Executor::new(PersistedEventStore::new_event_store(repository()), rules),
-            users: Executor::new(PersistedEventStore::new_event_store(repository()), rules),
-            catalog: Executor::new(PersistedEventStore::new_event_store(repository()), ()),
-            resellers: Executor::new(PersistedEventStore::new_event_store(repository()), ()),
-            billing_profiles: Executor::new(PersistedEventStore::new_event_store(repository()), ()),
+            subscriptions: Executor::new(PersistedEventStore::new_event_store(repository()), rules, commits.clone()),
+            users: Executor::new(PersistedEventStore::new_event_store(repository()), rules, commits.clone()),
+            catalog: Executor::new(PersistedEventStore::new_event_store(repository()), (), commits.clone()),
+            resellers: Executor::new(PersistedEventStore::new_event_store(repository()), (), commits.clone()),
+            billing_profiles: Executor::new(PersistedEventStore::new_event_store(repository()), (), commits.clone()),
+            commits,
         }
     }
 
-    /// Runs `command` and, to completion, the follow-ups it causes. Returns where the first
-    /// command's last event landed (`None` when it decided nothing). Only the first command's
-    /// refusal is returned; a failing follow-up is logged and left to the durable consumer.
+    /// Changes whenever this instance commits events: its log consumers wait on it.
+    pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.commits.subscribe()
+    }
+
+    /// Runs `command` and, to completion, the follow-ups it causes. Returns where the last
+    /// event of the whole chain landed (`None` when the command decided nothing), so that a
+    /// reader waiting for that position sees the follow-ups' effects too. Only the first
+    /// command's refusal is returned; a failing follow-up is logged and left to the durable
+    /// process-manager consumer, which re-runs follow-ups from the log.
     pub async fn dispatch(
         &self,
         command: FollowUp,
         metadata: &Metadata,
     ) -> Result<Option<Landed>, LedgerError> {
         let mut queue = VecDeque::new();
-        let landed = self.step(command, metadata, &mut queue).await?;
+        let mut landed = self.step(command, metadata, &mut queue).await?;
         while let Some(next) = queue.pop_front() {
             let description = format!("{next:?}");
-            if let Err(error) = self.step(next, metadata, &mut queue).await {
-                warn!(%error, follow_up = %description, "follow-up did not complete; the log consumer will retry it");
+            match self.step(next, metadata, &mut queue).await {
+                Ok(Some(later)) => landed = Some(later),
+                Ok(None) => {}
+                Err(error) => {
+                    warn!(%error, follow_up = %description, "follow-up did not complete; the process-manager consumer will retry it");
+                }
             }
         }
         Ok(landed)
@@ -238,17 +260,9 @@ impl<R: PersistedEventRepository> Ledger<R> {
                 }
                 Ok(landed(id, &events))
             }
-            FollowUp::Schedule(timer) => {
-                self.store
-                    .schedule_timer(&timer)
-                    .await
-                    .map_err(store_error)?;
-                Ok(None)
-            }
-            FollowUp::Cancel { key } => {
-                self.store.cancel_timer(&key).await.map_err(store_error)?;
-                Ok(None)
-            }
+            // Timers are a read model: the timers projection schedules and cancels them from the
+            // same events, in log order.
+            FollowUp::Schedule(_) | FollowUp::Cancel { .. } => Ok(None),
         }
     }
 

@@ -1,14 +1,20 @@
 //! The seatledger service: the event store on PostgreSQL or SQLite, the write side that runs
-//! commands and their process managers, and (to come) the HTTP API and log consumers.
+//! commands and their process managers, the log's consumers (read models, timers, key
+//! shredding) and the HTTP API.
 
 pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod http;
+pub mod lease;
 pub mod ledger;
+pub mod log;
+pub mod read_models;
+pub mod replay;
 pub mod store;
 pub mod vault;
+pub mod workers;
 
 use postgres_es::PostgresEventRepository;
 use sqlite_es::SqliteEventRepository;
@@ -56,6 +62,11 @@ macro_rules! with_ledger {
 }
 
 impl AnyLedger {
+    /// Changes whenever this instance commits events.
+    pub fn commits(&self) -> tokio::sync::watch::Receiver<u64> {
+        with_ledger!(self, ledger => ledger.commits())
+    }
+
     /// Runs a command and its follow-ups; see [`Ledger::dispatch`].
     pub async fn dispatch(
         &self,
@@ -167,6 +178,12 @@ pub async fn start(
     } else {
         clock::Clock::system()
     });
+    if let Some(offset) = store.sandbox_offset().await? {
+        clock.adopt(offset);
+    }
+    for consumer in workers::consumers() {
+        store.ensure_checkpoint(consumer).await?;
+    }
     let system = ledger::Metadata::from([("role".to_owned(), "system".to_owned())]);
     ledger
         .catalog(
@@ -179,6 +196,12 @@ pub async fn start(
         .bootstrap_admin(settings.admin_token.as_deref())
         .await?;
     let vault = vault::Vault::open(store.clone()).await?;
+    let workers = std::sync::Arc::new(workers::Workers::start(workers::Context {
+        store: store.clone(),
+        ledger: ledger.clone(),
+        vault: vault.clone(),
+        clock: clock.clone(),
+    }));
     Ok((
         http::AppState {
             ledger,
@@ -186,6 +209,7 @@ pub async fn start(
             vault,
             tokens,
             clock,
+            workers,
         },
         generated,
     ))

@@ -22,6 +22,15 @@ enum Command {
         #[command(flatten)]
         store: StoreSettings,
     },
+    /// Rebuilds every projection from the log beside the live one (progress on stderr);
+    /// with --verify, compares them row by row and exits non-zero naming each difference.
+    Replay {
+        #[command(flatten)]
+        store: StoreSettings,
+        /// Compare the rebuilt projections with the live ones.
+        #[arg(long)]
+        verify: bool,
+    },
     /// Fills a fresh store with a realistic partner and prints what to query next.
     Demo(ServeSettings),
     /// Prints the default offer catalog (the offers of the partner guides) as JSON.
@@ -48,6 +57,52 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
+/// Runs `seatledger replay`; `false` when verification found differences.
+async fn replay(store: &Store, verify: bool) -> anyhow::Result<bool> {
+    use std::io::Write;
+    let mut shown = std::time::Instant::now();
+    let report = seatledger::replay::run(store, verify, |progress| {
+        if shown.elapsed() >= std::time::Duration::from_millis(500) {
+            shown = std::time::Instant::now();
+            let percent = if progress.log_end > 0 {
+                progress.position.min(progress.log_end) * 100 / progress.log_end
+            } else {
+                100
+            };
+            eprint!(
+                "\r{}: {} events, position {} of {} ({percent}%)   ",
+                progress.projection, progress.events, progress.position, progress.log_end
+            );
+            let _ = std::io::stderr().flush();
+        }
+    })
+    .await?;
+    eprint!("\r");
+    let mut differences = 0;
+    for rebuilt in &report {
+        let seconds = rebuilt.elapsed.as_secs_f64();
+        println!(
+            "{:<14} rebuilt from {:>9} events in {:>7.2} s ({:.0} events/s)",
+            rebuilt.projection,
+            rebuilt.events,
+            seconds,
+            rebuilt.events as f64 / seconds.max(1e-9)
+        );
+        for difference in rebuilt.differences.iter().flatten() {
+            println!("  DIFFERENCE {difference}");
+            differences += 1;
+        }
+    }
+    if verify {
+        if differences == 0 {
+            println!("verified: every projection equals its replay");
+        } else {
+            println!("{differences} difference(s) between the live projections and the replay");
+        }
+    }
+    Ok(differences == 0)
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
@@ -59,11 +114,14 @@ async fn main() -> anyhow::Result<()> {
                 println!("No admin token was configured; generated one (shown only now):\n\n    {token}\n\nSet SEATLEDGER_ADMIN_TOKEN to choose your own.");
             }
             let listener = tokio::net::TcpListener::bind(&settings.bind).await?;
+            let workers = state.workers.clone();
             seatledger::http::serve(listener, state, shutdown_signal()).await?;
+            workers.stop().await;
         }
         Command::Demo(settings) => {
             let (state, generated) = seatledger::start(&settings).await?;
             let summary = seatledger::demo::run(&state).await?;
+            state.workers.stop().await;
             let base = format!("http://{}", settings.bind);
             println!(
                 "Demo partner created in {}.",
@@ -107,6 +165,13 @@ async fn main() -> anyhow::Result<()> {
                 opened.backend(),
                 seatledger::store::redact(&store.database_url)
             );
+        }
+        Command::Replay { store, verify } => {
+            let opened = Store::connect(&store.database_url).await?;
+            opened.migrate().await?;
+            if !replay(&opened, verify).await? {
+                std::process::exit(1);
+            }
         }
         Command::Offers => {
             let offers: Vec<_> = aggregates::catalog::default_catalog()

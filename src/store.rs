@@ -38,6 +38,17 @@ pub enum StoreError {
     },
 }
 
+/// Runs `$body` with `$pool` bound to the backend's pool; for SQL both backends share.
+#[macro_export]
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match $store {
+            $crate::store::Store::Postgres($pool) => $body,
+            $crate::store::Store::Sqlite($pool) => $body,
+        }
+    };
+}
+
 /// An open connection pool to one of the supported backends.
 #[derive(Debug, Clone)]
 pub enum Store {
@@ -171,58 +182,6 @@ impl Store {
                 .await
             }
         }
-    }
-
-    /// Schedules (or moves) a durable timer; its key makes this idempotent.
-    pub async fn schedule_timer(
-        &self,
-        timer: &aggregates::policy::Timer,
-    ) -> Result<(), sqlx::Error> {
-        let action = serde_json::to_string(&timer.action).expect("timer actions serialise");
-        match self {
-            Self::Postgres(pool) => {
-                sqlx::query(
-                    "INSERT INTO timers (timer_key, due_at, action) VALUES ($1, $2, $3::json)
-                     ON CONFLICT (timer_key) DO UPDATE SET due_at = EXCLUDED.due_at, action = EXCLUDED.action",
-                )
-                .bind(&timer.key)
-                .bind(timer.due_at)
-                .bind(action)
-                .execute(pool)
-                .await?;
-            }
-            Self::Sqlite(pool) => {
-                sqlx::query(
-                    "INSERT INTO timers (timer_key, due_at, action) VALUES (?, ?, ?)
-                     ON CONFLICT (timer_key) DO UPDATE SET due_at = excluded.due_at, action = excluded.action",
-                )
-                .bind(&timer.key)
-                .bind(timer.due_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
-                .bind(action)
-                .execute(pool)
-                .await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Cancels the timer with `key`, if any.
-    pub async fn cancel_timer(&self, key: &str) -> Result<(), sqlx::Error> {
-        match self {
-            Self::Postgres(pool) => {
-                sqlx::query("DELETE FROM timers WHERE timer_key = $1")
-                    .bind(key)
-                    .execute(pool)
-                    .await?;
-            }
-            Self::Sqlite(pool) => {
-                sqlx::query("DELETE FROM timers WHERE timer_key = ?")
-                    .bind(key)
-                    .execute(pool)
-                    .await?;
-            }
-        }
-        Ok(())
     }
 }
 

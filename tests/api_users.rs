@@ -25,7 +25,9 @@ async fn everything_stored(store: &Store) -> String {
     let tables = [
         "events",
         "snapshots",
-        "timers",
+        "read_models",
+        "read_models_replay",
+        "timer_firings",
         "personal_keys",
         "service_secrets",
         "api_tokens",

@@ -98,6 +98,7 @@ fn concrete(path: &str, world: &World, tenant_id: &str) -> String {
         .replace("{reseller_id}", &world.reseller_id)
         .replace("{billing_profile_id}", &world.billing_profile_id)
         .replace("{offer_id}", BUSINESS_PREMIUM)
+        .replace("{month}", "2026-11")
 }
 
 fn body_for(method: &str, path: &str, world: &World, n: usize) -> Option<Value> {
@@ -158,7 +159,8 @@ fn allowed(method: &str, path: &str, role: &str) -> bool {
         | ("POST", "/v1/resellers")
         | ("POST", "/v1/sandbox/clock") => &["admin"],
         ("GET", "/v1/resellers/{reseller_id}")
-        | ("GET", "/v1/billing-profiles/{billing_profile_id}") => {
+        | ("GET", "/v1/billing-profiles/{billing_profile_id}")
+        | ("GET", "/v1/billing-profiles/{billing_profile_id}/invoices/{month}") => {
             &["admin", "reseller", "support", "auditor"]
         }
         ("POST", "/v1/billing-profiles") | ("POST", "/v1/tenants") => &["admin", "reseller"],

@@ -1,5 +1,6 @@
 //! The write side over both real backends: commands land in the log with a global position,
-//! an event id and an instant; follow-ups run to completion; timers are stored.
+//! an event id and an instant; follow-ups run to completion; the timers projection schedules
+//! from the log.
 
 mod support;
 
@@ -40,17 +41,19 @@ async fn log_columns(store: &Store) -> Vec<(i64, String, String)> {
     }
 }
 
+/// The timers projection, caught up with the log: the keys of the timers it holds.
 async fn timer_keys(store: &Store) -> Vec<String> {
-    match store {
-        Store::Postgres(pool) => sqlx::query_scalar("SELECT timer_key FROM timers")
-            .fetch_all(pool)
-            .await
-            .unwrap(),
-        Store::Sqlite(pool) => sqlx::query_scalar("SELECT timer_key FROM timers")
-            .fetch_all(pool)
-            .await
-            .unwrap(),
-    }
+    use seatledger::log::Checkpoint;
+    use seatledger::read_models::{ProjectionRunner, Table};
+    let runner = ProjectionRunner::new(std::sync::Arc::new(projections::timers::Timers), Table::Live);
+    store.ensure_checkpoint(runner.consumer()).await.unwrap();
+    while runner.step(store, 100, Checkpoint::END).await.unwrap().is_some() {}
+    seatledger::read_models::scoped_docs(store, projections::timers::NAME, projections::timers::TIMER, "")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(row_key, _)| row_key.trim_start_matches("timer/").to_owned())
+        .collect()
 }
 
 async fn purchase_assign_delete(backend: Backend) {

@@ -374,6 +374,24 @@ pub enum TenantEvent {
     },
 }
 
+impl TenantEvent {
+    /// When it happened (business time, from the service's clock).
+    pub fn at(&self) -> DateTime<Utc> {
+        match self {
+            Self::TenantCreated { at, .. }
+            | Self::SubscriptionPurchased { at, .. }
+            | Self::SubscriptionSeatsChanged { at, .. }
+            | Self::LicensesMigrated { at, .. }
+            | Self::AddOnOrphaned { at, .. }
+            | Self::UserRegistered { at, .. }
+            | Self::LicensesAssigned { at, .. }
+            | Self::UserLicensesReleased { at, .. }
+            | Self::UserLicensesReinstated { at, .. }
+            | Self::UserForgotten { at, .. } => *at,
+        }
+    }
+}
+
 impl DomainEvent for TenantEvent {
     fn event_type(&self) -> String {
         match self {

@@ -169,6 +169,32 @@ pub enum UserEvent {
     },
 }
 
+impl UserEvent {
+    /// When it happened (business time, from the service's clock).
+    pub fn at(&self) -> DateTime<Utc> {
+        match self {
+            Self::UserDeleted { deleted_at, .. } => *deleted_at,
+            Self::UserCreated { at, .. }
+            | Self::UserEdited { at, .. }
+            | Self::UserRestored { at, .. }
+            | Self::UserPurged { at, .. }
+            | Self::PasswordReset { at, .. } => *at,
+        }
+    }
+
+    /// The tenant the user belongs to.
+    pub fn tenant_id(&self) -> Uuid {
+        match self {
+            Self::UserCreated { tenant_id, .. }
+            | Self::UserEdited { tenant_id, .. }
+            | Self::UserDeleted { tenant_id, .. }
+            | Self::UserRestored { tenant_id, .. }
+            | Self::UserPurged { tenant_id, .. }
+            | Self::PasswordReset { tenant_id, .. } => *tenant_id,
+        }
+    }
+}
+
 impl DomainEvent for UserEvent {
     fn event_type(&self) -> String {
         match self {

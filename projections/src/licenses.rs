@@ -1,6 +1,10 @@
-//! Licence availability per product of one tenant, folded from the tenant's events alone
-//! (Microsoft Graph's subscribedSkus shape): enabled, warning, suspended, assigned, available,
-//! the SKU and the subscriptions behind each row.
+//! Licence availability per tenant and product (Microsoft Graph's subscribedSkus shape):
+//! enabled, warning, suspended, assigned, available, the SKU and the subscriptions behind each
+//! row. Folded from tenant events alone: the tenant owns the seat pool.
+//!
+//! Rows kept: `seats/{subscription}` (each subscription's seats, scoped by tenant),
+//! `holder/{tenant}/{user}` (the products a user holds) and `assigned/{tenant}/{sku}` (how many
+//! users hold a product), so a query reads a tenant's rows without touching its users.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -9,12 +13,22 @@ use aggregates::values::{OfferId, ProvisioningId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::{DomainEvent, LoggedEvent, Projection, ProjectionError, RowSet};
+
+/// The projection's name.
+pub const NAME: &str = "licenses";
+/// Kind of a subscription's seats.
+pub const SEATS: &str = "seats";
+/// Kind of a product's holder count.
+pub const ASSIGNED: &str = "assigned";
+const HOLDER: &str = "holder";
+
 /// One row of the licence view: one product of one tenant.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LicenseRow {
     /// The SKU part number (provisioning id) the row counts.
     pub sku: ProvisioningId,
-    /// The product name as Partner Center shows it (of the newest subscription's offer).
+    /// The product name as Partner Center shows it.
     pub product_name: String,
     /// The offer id of that offer.
     pub offer_id: OfferId,
@@ -34,167 +48,297 @@ pub struct LicenseRow {
     pub subscription_ids: BTreeSet<Uuid>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-struct Seats {
-    sku: Option<ProvisioningId>,
-    name: String,
-    offer_id: Option<OfferId>,
-    quantity: u32,
-    state: Option<SeatState>,
+/// One subscription's seats as the tenant's pool counts them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeatsDoc {
+    /// The subscription.
+    pub subscription_id: Uuid,
+    /// Its product.
+    pub sku: ProvisioningId,
+    /// Its product's name.
+    pub product_name: String,
+    /// Its offer.
+    pub offer_id: OfferId,
+    /// Its seats.
+    pub quantity: u32,
+    /// How they count.
+    pub state: SeatState,
 }
 
-/// The licence view of one tenant, kept by folding its events in order.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct LicenseView {
-    subscriptions: BTreeMap<Uuid, Seats>,
-    assigned: BTreeMap<ProvisioningId, BTreeSet<Uuid>>,
-    held_when_deleted: BTreeMap<Uuid, Vec<ProvisioningId>>,
+/// How many users of a tenant hold a product.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AssignedDoc {
+    /// The product.
+    pub sku: ProvisioningId,
+    /// Its holders.
+    pub holders: u32,
 }
 
-impl LicenseView {
-    /// Folds one tenant event in.
-    pub fn apply(&mut self, event: &TenantEvent) {
-        match event {
-            TenantEvent::SubscriptionPurchased {
-                subscription_id,
-                offer,
-                quantity,
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct HolderDoc {
+    skus: BTreeSet<ProvisioningId>,
+}
+
+fn seats_key(subscription_id: Uuid) -> String {
+    format!("{SEATS}/{subscription_id}")
+}
+
+fn holder_key(tenant_id: Uuid, user_id: Uuid) -> String {
+    format!("{HOLDER}/{tenant_id}/{user_id}")
+}
+
+fn assigned_key(tenant_id: Uuid, sku: &ProvisioningId) -> String {
+    format!("{ASSIGNED}/{tenant_id}/{sku}")
+}
+
+/// The licence-availability projection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Licenses;
+
+impl Projection for Licenses {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn keys(&self, event: &LoggedEvent) -> Vec<String> {
+        let (DomainEvent::Tenant(tenant_event), Ok(tenant_id)) =
+            (&event.event, event.aggregate_uuid())
+        else {
+            return Vec::new();
+        };
+        let mut keys = Vec::new();
+        let mut user_and = |user_id: Uuid, skus: &mut dyn Iterator<Item = &ProvisioningId>| {
+            keys.push(holder_key(tenant_id, user_id));
+            keys.extend(skus.map(|sku| assigned_key(tenant_id, sku)));
+        };
+        match tenant_event {
+            TenantEvent::LicensesAssigned {
+                user_id,
+                added,
+                removed,
                 ..
-            } => {
-                self.subscriptions.insert(
-                    *subscription_id,
-                    Seats {
-                        sku: Some(offer.provisioning_id.clone()),
-                        name: offer.name.to_string(),
-                        offer_id: Some(offer.id),
-                        quantity: *quantity,
-                        state: Some(SeatState::Enabled),
-                    },
-                );
-            }
-            TenantEvent::SubscriptionSeatsChanged {
-                subscription_id,
-                seats,
+            } => user_and(*user_id, &mut added.iter().chain(removed)),
+            TenantEvent::UserLicensesReleased {
+                user_id, released, ..
+            } => user_and(*user_id, &mut released.iter()),
+            TenantEvent::UserLicensesReinstated {
+                user_id,
+                reinstated,
                 ..
-            } => {
-                self.subscriptions.insert(
-                    *subscription_id,
-                    Seats {
-                        sku: Some(seats.offer.provisioning_id.clone()),
-                        name: seats.offer.name.to_string(),
-                        offer_id: Some(seats.offer.id),
-                        quantity: seats.quantity,
-                        state: Some(seats.state),
-                    },
-                );
-            }
+            } => user_and(*user_id, &mut reinstated.iter()),
             TenantEvent::LicensesMigrated {
                 from_product,
                 to_product,
                 users,
                 ..
             } => {
-                for user in users {
-                    if let Some(holders) = self.assigned.get_mut(from_product) {
-                        holders.remove(user);
-                    }
-                    self.assigned
-                        .entry(to_product.clone())
-                        .or_default()
-                        .insert(*user);
+                for user_id in users {
+                    user_and(*user_id, &mut [from_product, to_product].into_iter());
                 }
             }
+            TenantEvent::UserForgotten { user_id, .. } => {
+                keys.push(holder_key(tenant_id, *user_id));
+            }
+            _ => {}
+        }
+        keys
+    }
+
+    fn apply(&self, event: &LoggedEvent, rows: &mut RowSet) -> Result<(), ProjectionError> {
+        let DomainEvent::Tenant(tenant_event) = &event.event else {
+            return Ok(());
+        };
+        let tenant_id = event.aggregate_uuid()?;
+        let mut pool = Pool { tenant_id, rows };
+        match tenant_event {
+            TenantEvent::SubscriptionPurchased {
+                subscription_id,
+                offer,
+                quantity,
+                ..
+            } => pool.seats(SeatsDoc {
+                subscription_id: *subscription_id,
+                sku: offer.provisioning_id.clone(),
+                product_name: offer.name.to_string(),
+                offer_id: offer.id,
+                quantity: *quantity,
+                state: SeatState::Enabled,
+            }),
+            TenantEvent::SubscriptionSeatsChanged {
+                subscription_id,
+                seats,
+                ..
+            } => pool.seats(SeatsDoc {
+                subscription_id: *subscription_id,
+                sku: seats.offer.provisioning_id.clone(),
+                product_name: seats.offer.name.to_string(),
+                offer_id: seats.offer.id,
+                quantity: seats.quantity,
+                state: seats.state,
+            }),
             TenantEvent::LicensesAssigned {
                 user_id,
                 added,
                 removed,
                 ..
             } => {
-                for product in added {
-                    self.assigned
-                        .entry(product.clone())
-                        .or_default()
-                        .insert(*user_id);
-                }
-                for product in removed {
-                    if let Some(holders) = self.assigned.get_mut(product) {
-                        holders.remove(user_id);
-                    }
-                }
+                pool.hold(*user_id, added)?;
+                pool.release(*user_id, removed)?;
             }
             TenantEvent::UserLicensesReleased {
                 user_id, released, ..
-            } => {
-                for product in released {
-                    if let Some(holders) = self.assigned.get_mut(product) {
-                        holders.remove(user_id);
-                    }
-                }
-                self.held_when_deleted.insert(*user_id, released.clone());
-            }
+            } => pool.release(*user_id, released)?,
             TenantEvent::UserLicensesReinstated {
                 user_id,
                 reinstated,
                 ..
+            } => pool.hold(*user_id, reinstated)?,
+            TenantEvent::LicensesMigrated {
+                from_product,
+                to_product,
+                users,
+                ..
             } => {
-                for product in reinstated {
-                    self.assigned
-                        .entry(product.clone())
-                        .or_default()
-                        .insert(*user_id);
+                for user_id in users {
+                    pool.release(*user_id, std::slice::from_ref(from_product))?;
+                    pool.hold(*user_id, std::slice::from_ref(to_product))?;
                 }
-                self.held_when_deleted.remove(user_id);
             }
             TenantEvent::UserForgotten { user_id, .. } => {
-                for holders in self.assigned.values_mut() {
-                    holders.remove(user_id);
-                }
-                self.held_when_deleted.remove(user_id);
+                let held: Vec<ProvisioningId> = pool.holder(*user_id)?.skus.into_iter().collect();
+                pool.release(*user_id, &held)?;
+                pool.rows.delete(&holder_key(tenant_id, *user_id));
             }
             TenantEvent::TenantCreated { .. }
             | TenantEvent::AddOnOrphaned { .. }
             | TenantEvent::UserRegistered { .. } => {}
         }
+        Ok(())
+    }
+}
+
+struct Pool<'a> {
+    tenant_id: Uuid,
+    rows: &'a mut RowSet,
+}
+
+impl Pool<'_> {
+    fn seats(&mut self, seats: SeatsDoc) {
+        self.rows.store(
+            seats_key(seats.subscription_id),
+            SEATS,
+            self.tenant_id.to_string(),
+            String::new(),
+            &seats,
+        );
     }
 
-    /// The rows, one per product, ordered by SKU.
-    pub fn rows(&self) -> Vec<LicenseRow> {
-        let mut rows: BTreeMap<ProvisioningId, LicenseRow> = BTreeMap::new();
-        for (subscription_id, seats) in &self.subscriptions {
-            let (Some(sku), Some(offer_id), Some(state)) =
-                (&seats.sku, seats.offer_id, seats.state)
-            else {
-                continue;
-            };
-            let row = rows.entry(sku.clone()).or_insert_with(|| LicenseRow {
-                sku: sku.clone(),
-                product_name: seats.name.clone(),
-                offer_id,
-                enabled: 0,
-                warning: 0,
-                suspended: 0,
-                assigned: 0,
-                available: 0,
-                over_assigned: false,
-                subscription_ids: BTreeSet::new(),
-            });
-            row.subscription_ids.insert(*subscription_id);
-            match state {
-                SeatState::Enabled => row.enabled += seats.quantity,
-                SeatState::Warning => row.warning += seats.quantity,
-                SeatState::Suspended => row.suspended += seats.quantity,
-                SeatState::Inactive => {}
+    fn holder(&self, user_id: Uuid) -> Result<HolderDoc, ProjectionError> {
+        Ok(self
+            .rows
+            .load(&holder_key(self.tenant_id, user_id))?
+            .unwrap_or_default())
+    }
+
+    /// Adds `skus` to what the user holds, counting only the ones not held yet.
+    fn hold(&mut self, user_id: Uuid, skus: &[ProvisioningId]) -> Result<(), ProjectionError> {
+        let mut holder = self.holder(user_id)?;
+        for sku in skus {
+            if holder.skus.insert(sku.clone()) {
+                self.count(sku, 1)?;
             }
         }
-        for row in rows.values_mut() {
-            row.assigned = self
-                .assigned
-                .get(&row.sku)
-                .map_or(0, |holders| holders.len() as u32);
-            row.available =
-                i64::from(row.enabled) + i64::from(row.warning) - i64::from(row.assigned);
-            row.over_assigned = row.available < 0;
-        }
-        rows.into_values().collect()
+        self.put_holder(user_id, &holder);
+        Ok(())
     }
+
+    /// Removes `skus` from what the user holds, counting only the ones held.
+    fn release(&mut self, user_id: Uuid, skus: &[ProvisioningId]) -> Result<(), ProjectionError> {
+        let mut holder = self.holder(user_id)?;
+        for sku in skus {
+            if holder.skus.remove(sku) {
+                self.count(sku, -1)?;
+            }
+        }
+        self.put_holder(user_id, &holder);
+        Ok(())
+    }
+
+    fn put_holder(&mut self, user_id: Uuid, holder: &HolderDoc) {
+        self.rows.store(
+            holder_key(self.tenant_id, user_id),
+            HOLDER,
+            self.tenant_id.to_string(),
+            String::new(),
+            holder,
+        );
+    }
+
+    fn count(&mut self, sku: &ProvisioningId, change: i64) -> Result<(), ProjectionError> {
+        let key = assigned_key(self.tenant_id, sku);
+        let holders = self
+            .rows
+            .load::<AssignedDoc>(&key)?
+            .map_or(0, |doc| i64::from(doc.holders));
+        let holders = u32::try_from((holders + change).max(0)).unwrap_or(u32::MAX);
+        self.rows.store(
+            key,
+            ASSIGNED,
+            self.tenant_id.to_string(),
+            String::new(),
+            &AssignedDoc {
+                sku: sku.clone(),
+                holders,
+            },
+        );
+        Ok(())
+    }
+}
+
+/// The licence view of a tenant from its `seats` and `assigned` rows: one row per product that
+/// has a subscription, ordered by SKU.
+pub fn availability(seats: &[SeatsDoc], assigned: &[AssignedDoc]) -> Vec<LicenseRow> {
+    let mut by_subscription: Vec<&SeatsDoc> = seats.iter().collect();
+    by_subscription.sort_by_key(|seats| seats.subscription_id);
+    let mut rows: BTreeMap<ProvisioningId, LicenseRow> = BTreeMap::new();
+    for seats in by_subscription {
+        let row = rows.entry(seats.sku.clone()).or_insert_with(|| LicenseRow {
+            sku: seats.sku.clone(),
+            product_name: seats.product_name.clone(),
+            offer_id: seats.offer_id,
+            enabled: 0,
+            warning: 0,
+            suspended: 0,
+            assigned: 0,
+            available: 0,
+            over_assigned: false,
+            subscription_ids: BTreeSet::new(),
+        });
+        row.subscription_ids.insert(seats.subscription_id);
+        match seats.state {
+            SeatState::Enabled => row.enabled += seats.quantity,
+            SeatState::Warning => row.warning += seats.quantity,
+            SeatState::Suspended => row.suspended += seats.quantity,
+            SeatState::Inactive => {}
+        }
+    }
+    for row in rows.values_mut() {
+        row.assigned = assigned
+            .iter()
+            .filter(|count| count.sku == row.sku)
+            .map(|count| count.holders)
+            .sum();
+        row.available = i64::from(row.enabled) + i64::from(row.warning) - i64::from(row.assigned);
+        row.over_assigned = row.available < 0;
+    }
+    rows.into_values().collect()
+}
+
+/// The licence view of `tenant_id` from rows held in memory (as-of and tests).
+pub fn availability_in(rows: &RowSet, tenant_id: Uuid) -> Result<Vec<LicenseRow>, ProjectionError> {
+    let scope = tenant_id.to_string();
+    Ok(availability(
+        &rows.scoped(SEATS, &scope)?,
+        &rows.scoped(ASSIGNED, &scope)?,
+    ))
 }

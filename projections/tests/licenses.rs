@@ -1,4 +1,4 @@
-//! The licence view folded from tenant events agrees with the tenant aggregate's own pool.
+//! The licence projection folded from tenant events agrees with the tenant aggregate's own pool.
 
 use aggregates::catalog::{default_catalog, offers, Offer};
 use aggregates::personal::{PrincipalFingerprint, SealedDetails};
@@ -6,7 +6,8 @@ use aggregates::tenant::{SeatSnapshot, SeatState, Tenant, TenantEvent};
 use aggregates::values::{DomainName, OfferId, OrganisationName, ProvisioningId, Term, UserRole};
 use chrono::{TimeZone, Utc};
 use cqrs_es::Aggregate;
-use projections::licenses::LicenseView;
+use projections::licenses::{availability_in, Licenses};
+use projections::{DomainEvent, LoggedEvent, Projection, RowSet};
 use uuid::Uuid;
 
 fn offer(id: &str) -> Offer {
@@ -83,13 +84,20 @@ fn rows_pool_subscriptions_per_product_and_show_over_assignment() {
             at,
         },
     ];
-    let mut view = LicenseView::default();
+    let mut rows = RowSet::complete();
     let mut tenant = Tenant::default();
-    for event in &events {
-        view.apply(event);
+    for (sequence, event) in events.iter().enumerate() {
+        let logged = LoggedEvent {
+            position: sequence as i64 + 1,
+            aggregate_type: "tenant".into(),
+            aggregate_id: tenant_id.to_string(),
+            sequence: sequence as i64 + 1,
+            event: DomainEvent::Tenant(event.clone()),
+        };
+        Licenses.apply(&logged, &mut rows).unwrap();
         tenant.apply(event.clone());
     }
-    let rows = view.rows();
+    let rows = availability_in(&rows, tenant_id).unwrap();
     assert_eq!(rows.len(), 1);
     let row = &rows[0];
     assert_eq!(row.product_name, "Office 365 Business Premium");

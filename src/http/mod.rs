@@ -42,6 +42,8 @@ pub struct AppState {
     pub tokens: Tokens,
     /// The service's clock.
     pub clock: Arc<Clock>,
+    /// The background work (stopped with the service).
+    pub workers: Arc<crate::workers::Workers>,
 }
 
 impl FromRef<AppState> for Tokens {
@@ -145,8 +147,8 @@ async fn with_request_context(
 /// How long a query waits for `?min_position=` before answering 504.
 pub const MIN_POSITION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// `?min_position=N` on a query: answer only once the log has reached N (read-your-writes), or
-/// 504 after a bounded wait. Reads are served from current state, so reaching N is enough.
+/// `?min_position=N` on a query: answer only once every projection has read up to N
+/// (read-your-writes), or 504 after a bounded wait.
 async fn wait_for_position(
     axum::extract::State(state): axum::extract::State<AppState>,
     request: Request,
@@ -167,8 +169,9 @@ async fn wait_for_position(
             .into_response();
         };
         let deadline = tokio::time::Instant::now() + MIN_POSITION_WAIT;
+        let projections = projections::names();
         loop {
-            match state.store.log_end().await {
+            match state.store.slowest(&projections).await.map(|(_, reached)| reached) {
                 Ok(end) if end >= wanted => break,
                 Ok(_) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;

@@ -45,7 +45,13 @@ const READ: &str = "admin, reseller, customer_admin, support, auditor (within sc
 /// Every route the service serves.
 pub const ROUTES: &[RouteDoc] = &[
     route("GET", "/healthz", "Liveness.", "", 200),
-    route("GET", "/readyz", "Readiness: the store answers.", "", 200),
+    route(
+        "GET",
+        "/readyz",
+        "Readiness: the store answers and every log consumer is within bounds (lag per consumer); 503 while catching up.",
+        "",
+        200,
+    ),
     route("GET", "/v1/openapi.json", "This description.", "", 200),
     route(
         "POST",
@@ -221,15 +227,29 @@ pub const ROUTES: &[RouteDoc] = &[
     route(
         "GET",
         "/v1/tenants/{tenant_id}/licenses",
-        "Licence availability per product.",
+        "Licence availability per product; ?as_of=<RFC 3339 instant> recomputes it from the log.",
         "admin, reseller, customer_admin, password_admin, support, auditor (within scope)",
         200,
     ),
     route(
         "GET",
         "/v1/tenants/{tenant_id}/users",
-        "Users; ?include_deleted=true adds deleted users with restorable_until.",
+        "Users; ?include_deleted=true adds deleted users with restorable_until; ?as_of= from the log.",
         "admin, reseller, customer_admin, password_admin, support, auditor (within scope)",
+        200,
+    ),
+    route(
+        "GET",
+        "/v1/tenants/{tenant_id}/subscriptions",
+        "The tenant's subscriptions: state, quantity, refundable batches, billing profile.",
+        READ,
+        200,
+    ),
+    route(
+        "GET",
+        "/v1/billing-profiles/{billing_profile_id}/invoices/{month}",
+        "The invoice of a month (YYYY-MM): monthly charges, prorations of the month before, totals per currency.",
+        "admin, reseller (its profiles), support, auditor",
         200,
     ),
     route(

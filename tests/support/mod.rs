@@ -88,6 +88,11 @@ pub struct TestApp {
     pub admin_token: String,
     pub client: reqwest::Client,
     pub fresh: FreshStore,
+    pub state: seatledger::http::AppState,
+    /// The highest `position` any answer through [`TestApp::call`] reported: later GETs
+    /// through it wait for the projections to reach it (session consistency, as a client that
+    /// reads its own writes does with `?min_position=`).
+    pub seen_position: std::sync::Arc<std::sync::atomic::AtomicI64>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
 }
@@ -117,16 +122,26 @@ impl TestApp {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> (reqwest::StatusCode, serde_json::Value) {
-        let mut request = self.request(method, path, token);
+        use std::sync::atomic::Ordering;
+        let seen = self.seen_position.load(Ordering::SeqCst);
+        let path = if method == reqwest::Method::GET && !path.contains("min_position=") && seen > 0
+        {
+            let separator = if path.contains('?') { '&' } else { '?' };
+            format!("{path}{separator}min_position={seen}")
+        } else {
+            path.to_owned()
+        };
+        let mut request = self.request(method, &path, token);
         if let Some(body) = body {
             request = request.json(&body);
         }
         let response = request.send().await.expect("the service answers");
         let status = response.status();
-        (
-            status,
-            response.json().await.unwrap_or(serde_json::Value::Null),
-        )
+        let body = response.json().await.unwrap_or(serde_json::Value::Null);
+        if let Some(position) = body.get("position").and_then(serde_json::Value::as_i64) {
+            self.seen_position.fetch_max(position, Ordering::SeqCst);
+        }
+        (status, body)
     }
 
     /// Creates, as admin, a USD billing profile and the tenant contoso.onmicrosoft.com; returns
@@ -162,6 +177,7 @@ impl TestApp {
         if let Some(server) = self.server.take() {
             server.await.expect("the server task ends cleanly");
         }
+        self.state.workers.stop().await;
         self.fresh.remove().await;
     }
 }
@@ -194,6 +210,7 @@ pub async fn spawn_app_with(backend: Backend, sandbox_clock: bool) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
     let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+    let app_state = state.clone();
     let server = tokio::spawn(async move {
         seatledger::http::serve(listener, state, async {
             let _ = stop.await;
@@ -206,6 +223,8 @@ pub async fn spawn_app_with(backend: Backend, sandbox_clock: bool) -> TestApp {
         admin_token,
         client: reqwest::Client::new(),
         fresh,
+        state: app_state,
+        seen_position: Default::default(),
         shutdown: Some(shutdown),
         server: Some(server),
     }

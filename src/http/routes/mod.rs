@@ -79,11 +79,45 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(super::openapi::document())
 }
 
-async fn readyz(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// A consumer further behind than either bound makes the service not ready: its reads would
+/// be stale.
+const READY_LAG_EVENTS: i64 = 1_000;
+const READY_LAG_SECONDS: i64 = 30;
+
+async fn readyz(State(state): State<AppState>) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
     state.store.ping().await?;
-    Ok(Json(
-        json!({"status": "ready", "store": state.store.backend()}),
-    ))
+    let now = chrono::Utc::now();
+    let mut ready = true;
+    let mut consumers = serde_json::Map::new();
+    for consumer in crate::workers::consumers() {
+        let checkpoint = state.store.checkpoint(consumer).await?;
+        let (behind, oldest) = state.store.backlog(checkpoint).await?;
+        let seconds = oldest.map_or(0, |oldest| (now - oldest).num_seconds().max(0));
+        let caught_up = behind <= READY_LAG_EVENTS && seconds <= READY_LAG_SECONDS;
+        ready &= caught_up;
+        consumers.insert(
+            consumer.to_owned(),
+            json!({
+                "position": checkpoint.position,
+                "lag_events": behind,
+                "lag_seconds": seconds,
+                "caught_up": caught_up,
+            }),
+        );
+    }
+    let body = json!({
+        "status": if ready { "ready" } else { "catching_up" },
+        "store": state.store.backend(),
+        "log_end": state.store.log_end().await?,
+        "consumers": consumers,
+    });
+    let status = if ready {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    Ok((status, Json(body)).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -270,5 +304,8 @@ async fn set_clock(
         field: "now".into(),
         reason: "must not be before the clock's current time".into(),
     })?;
+    if let Some(offset) = state.clock.offset() {
+        state.store.save_sandbox_offset(offset).await?;
+    }
     Ok(Json(json!({ "now": now })))
 }

@@ -205,26 +205,7 @@ async fn get_billing_profile(
     Path(billing_profile_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let billing_profile_id = parse_id("billing_profile_id", &billing_profile_id)?;
-    let profile = state
-        .ledger
-        .billing_profile_state(billing_profile_id)
-        .await?;
-    let not_found = || {
-        ApiError::NotFound(format!(
-            "billing profile {billing_profile_id} does not exist"
-        ))
-    };
-    let profile = profile.state.ok_or_else(not_found)?;
-    let visible = match principal.role {
-        Role::Admin | Role::Support | Role::Auditor => true,
-        Role::Reseller => {
-            principal.reseller_id.is_some() && principal.reseller_id == profile.reseller_id
-        }
-        Role::CustomerAdmin | Role::PasswordAdmin => false,
-    };
-    if !visible {
-        return Err(not_found());
-    }
+    let profile = visible_billing_profile(&state, &principal, billing_profile_id).await?;
     Ok(Json(json!({
         "id": profile.billing_profile_id,
         "name": profile.name,
@@ -232,6 +213,38 @@ async fn get_billing_profile(
         "reseller_id": profile.reseller_id,
         "created_at": profile.created_at,
     })))
+}
+
+/// Loads a billing profile the caller may see: admins, support and auditors see every one, a
+/// reseller its own; to anyone else it does not exist.
+pub(super) async fn visible_billing_profile(
+    state: &AppState,
+    principal: &Principal,
+    billing_profile_id: Uuid,
+) -> Result<aggregates::party::BillingProfileState, ApiError> {
+    let not_found = || {
+        ApiError::NotFound(format!(
+            "billing profile {billing_profile_id} does not exist"
+        ))
+    };
+    let profile = state
+        .ledger
+        .billing_profile_state(billing_profile_id)
+        .await?
+        .state
+        .ok_or_else(not_found)?;
+    let visible = match principal.role {
+        Role::Admin | Role::Support | Role::Auditor => true,
+        Role::Reseller => {
+            principal.reseller_id.is_some() && principal.reseller_id == profile.reseller_id
+        }
+        Role::CustomerAdmin | Role::PasswordAdmin => false,
+    };
+    if visible {
+        Ok(profile)
+    } else {
+        Err(not_found())
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,26 +1,29 @@
-//! Reads a support agent or auditor makes: licence availability, user lists, histories.
-//!
-//! Until the checkpointed projections arrive these are computed from the aggregates, which are
-//! always current, so `position` is the log's end.
+//! Reads a support agent or auditor makes: licence availability, user lists, a tenant's
+//! subscriptions and a billing profile's invoices come from the checkpointed projections
+//! (each answer says how far they have read); `?as_of=` recomputes a view from the log as it
+//! stood at an instant; histories read the log itself.
 
-use std::collections::BTreeSet;
-
-use aggregates::tenant::MemberStatus;
-use aggregates::user::UserStatus;
+use aggregates::party::BillingProfileState;
 use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::Router;
+use chrono::{DateTime, Utc};
+use projections::billing::{self, BillingEntry, BilledSubscription, Month};
+use projections::licenses::{self, AssignedDoc, SeatsDoc};
+use projections::users::{self, UserListStatus, UserRow};
+use projections::{LoggedEvent, Projection, RowSet};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
-use super::parties::visible_tenant;
-use super::subscriptions::visible_subscription;
+use super::parties::{visible_billing_profile, visible_tenant};
+use super::subscriptions::{subscription_view, visible_subscription};
 use super::users::visible_user;
 use super::{parse_id, require};
 use crate::auth::{Principal, Role};
 use crate::http::problem::ApiError;
 use crate::http::{AppState, Json};
+use crate::read_models::{decode_all, scoped_docs};
 
 const SUPPORTERS: &[Role] = &[
     Role::Admin,
@@ -42,6 +45,11 @@ pub(super) fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/tenants/{tenant_id}/licenses", get(licenses))
         .route("/v1/tenants/{tenant_id}/users", get(users))
+        .route("/v1/tenants/{tenant_id}/subscriptions", get(subscriptions))
+        .route(
+            "/v1/billing-profiles/{billing_profile_id}/invoices/{month}",
+            get(invoice),
+        )
         .route("/v1/tenants/{tenant_id}/history", get(tenant_history))
         .route(
             "/v1/subscriptions/{subscription_id}/history",
@@ -50,44 +58,107 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v1/users/{user_id}/history", get(user_history))
 }
 
+/// How far every projection has read (what a projection-backed answer reports).
+pub(crate) async fn projections_position(state: &AppState) -> Result<i64, ApiError> {
+    Ok(state.store.slowest(&projections::names()).await?.1)
+}
+
+fn parse_as_of(raw: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    raw.map(|raw| {
+        DateTime::parse_from_rfc3339(raw)
+            .map(|at| at.with_timezone(&Utc))
+            .map_err(|_| ApiError::Invalid {
+                field: "as_of".into(),
+                reason: format!("'{raw}' is not an RFC 3339 instant such as 2026-11-01T00:00:00Z"),
+            })
+    })
+    .transpose()
+}
+
+/// One stream's events up to `as_of` (by the time they happened), decoded.
+async fn stream_until(
+    state: &AppState,
+    aggregate_type: &str,
+    aggregate_id: Uuid,
+    as_of: DateTime<Utc>,
+) -> Result<Vec<LoggedEvent>, ApiError> {
+    let recorded = state
+        .store
+        .history(aggregate_type, &aggregate_id.to_string())
+        .await?;
+    let mut events = Vec::with_capacity(recorded.len());
+    for event in recorded {
+        let logged = LoggedEvent::decode(
+            event.position,
+            aggregate_type,
+            &aggregate_id.to_string(),
+            event.sequence,
+            &event.payload.to_string(),
+        )
+        .map_err(|error| ApiError::Internal(error.to_string()))?;
+        if logged.at().is_some_and(|at| at > as_of) {
+            break;
+        }
+        events.push(logged);
+    }
+    Ok(events)
+}
+
+fn fold(projection: &dyn Projection, events: &[LoggedEvent]) -> Result<RowSet, ApiError> {
+    let mut rows = RowSet::complete();
+    projections::fold(projection, events, &mut rows)
+        .map_err(|error| ApiError::Internal(error.to_string()))?;
+    Ok(rows)
+}
+
+fn internal(error: impl std::fmt::Display) -> ApiError {
+    ApiError::Internal(error.to_string())
+}
+
+#[derive(Debug, Deserialize)]
+struct LicenseQuery {
+    as_of: Option<String>,
+}
+
 async fn licenses(
     principal: Principal,
     State(state): State<AppState>,
     Path(tenant_id): Path<String>,
+    Query(query): Query<LicenseQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let tenant_id = parse_id("tenant_id", &tenant_id)?;
-    let (tenant, _) = visible_tenant(&state, &principal, tenant_id).await?;
+    let as_of = parse_as_of(query.as_of.as_deref())?;
+    visible_tenant(&state, &principal, tenant_id).await?;
     require(&principal, SUPPORTERS)?;
-    let rows: Vec<Value> = tenant
-        .all_seats()
-        .into_iter()
-        .map(|seats| {
-            let behind: Vec<(&Uuid, &aggregates::tenant::HeldSubscription)> = tenant
-                .subscriptions
-                .iter()
-                .filter(|(_, held)| held.offer.provisioning_id == seats.product)
-                .collect();
-            let names: BTreeSet<String> = behind
-                .iter()
-                .map(|(_, held)| held.offer.name.to_string())
-                .collect();
-            json!({
-                "sku": seats.product,
-                "product_name": names.into_iter().next(),
-                "enabled": seats.enabled,
-                "warning": seats.warning,
-                "suspended": seats.suspended,
-                "assigned": seats.assigned,
-                "available": seats.available,
-                "over_assigned": seats.over_assigned(),
-                "subscription_ids": behind.iter().map(|(id, _)| id).collect::<Vec<_>>(),
-            })
-        })
-        .collect();
+    let (rows, position) = match as_of {
+        Some(as_of) => {
+            let position = state.store.log_end().await?;
+            let events = stream_until(&state, "tenant", tenant_id, as_of).await?;
+            let rows = fold(&licenses::Licenses, &events)?;
+            (
+                licenses::availability_in(&rows, tenant_id).map_err(internal)?,
+                position,
+            )
+        }
+        None => {
+            let position = projections_position(&state).await?;
+            let scope = tenant_id.to_string();
+            let seats: Vec<SeatsDoc> = decode_all(
+                &scoped_docs(&state.store, licenses::NAME, licenses::SEATS, &scope).await?,
+            )
+            .map_err(internal)?;
+            let assigned: Vec<AssignedDoc> = decode_all(
+                &scoped_docs(&state.store, licenses::NAME, licenses::ASSIGNED, &scope).await?,
+            )
+            .map_err(internal)?;
+            (licenses::availability(&seats, &assigned), position)
+        }
+    };
     Ok(Json(json!({
         "tenant_id": tenant_id,
+        "as_of": as_of,
         "licenses": rows,
-        "position": state.ledger.position_after(None).await?,
+        "position": position,
     })))
 }
 
@@ -95,6 +166,7 @@ async fn licenses(
 struct UserListQuery {
     #[serde(default)]
     include_deleted: bool,
+    as_of: Option<String>,
 }
 
 async fn users(
@@ -104,51 +176,143 @@ async fn users(
     Query(query): Query<UserListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let tenant_id = parse_id("tenant_id", &tenant_id)?;
-    let (tenant, _) = visible_tenant(&state, &principal, tenant_id).await?;
+    let as_of = parse_as_of(query.as_of.as_deref())?;
+    visible_tenant(&state, &principal, tenant_id).await?;
     require(&principal, SUPPORTERS)?;
-    let mut rows = Vec::new();
-    for (user_id, member) in &tenant.members {
-        let listed = match member.status {
-            MemberStatus::Active => true,
-            MemberStatus::Deleted => query.include_deleted,
-            MemberStatus::Purged => false,
-        };
-        if !listed {
+    let (listed, position) = match as_of {
+        Some(as_of) => {
+            let position = state.store.log_end().await?;
+            let mut events = stream_until(&state, "tenant", tenant_id, as_of).await?;
+            let registered: Vec<Uuid> = events
+                .iter()
+                .filter_map(|event| match &event.event {
+                    projections::DomainEvent::Tenant(
+                        aggregates::tenant::TenantEvent::UserRegistered { user_id, .. },
+                    ) => Some(*user_id),
+                    _ => None,
+                })
+                .collect();
+            for user_id in registered {
+                events.extend(stream_until(&state, "user", user_id, as_of).await?);
+            }
+            events.sort_by_key(|event| event.position);
+            let rows = fold(&users::Users, &events)?;
+            (users::users_in(&rows, tenant_id).map_err(internal)?, position)
+        }
+        None => {
+            let position = projections_position(&state).await?;
+            let docs = scoped_docs(&state.store, users::NAME, users::USER, &tenant_id.to_string())
+                .await?;
+            (decode_all::<UserRow>(&docs).map_err(internal)?, position)
+        }
+    };
+    let mut rows = Vec::with_capacity(listed.len());
+    for user in listed {
+        if user.status == UserListStatus::Deleted && !query.include_deleted {
             continue;
         }
-        let Some(user) = state.ledger.user(*user_id).await?.state else {
-            continue;
-        };
-        let details = state
-            .vault
-            .unseal(&user.details)
-            .await
-            .map_err(|error| ApiError::Internal(error.to_string()))?;
-        let restorable_until = match user.status {
-            UserStatus::Deleted {
-                restorable_until, ..
-            } => Some(restorable_until),
-            _ => None,
-        };
+        // Unsealed per request: a purged user's key is gone, so nothing readable remains.
+        let details = state.vault.unseal(&user.details).await.map_err(internal)?;
         rows.push(json!({
-            "id": user_id,
+            "id": user.user_id,
             "user_principal_name": details.as_ref().map(|d| d.user_principal_name.to_string()),
             "display_name": details.as_ref().map(|d| d.display_name.to_string()),
-            "status": user.status.label(),
+            "status": user.status,
             "role": user.role,
-            "licenses": if member.status == MemberStatus::Active {
-                member.licenses.iter().map(ToString::to_string).collect::<Vec<_>>()
-            } else {
-                Vec::new()
-            },
-            "restorable_until": restorable_until,
+            "licenses": user.licenses,
+            "created_at": user.created_at,
+            "deleted_at": user.deleted_at,
+            "restorable_until": user.restorable_until,
         }));
     }
     Ok(Json(json!({
         "tenant_id": tenant_id,
+        "as_of": as_of,
         "users": rows,
-        "position": state.ledger.position_after(None).await?,
+        "position": position,
     })))
+}
+
+async fn subscriptions(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path(tenant_id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant_id = parse_id("tenant_id", &tenant_id)?;
+    visible_tenant(&state, &principal, tenant_id).await?;
+    require(&principal, HISTORIANS)?;
+    let position = projections_position(&state).await?;
+    let docs = scoped_docs(
+        &state.store,
+        projections::subscriptions::NAME,
+        projections::subscriptions::SUBSCRIPTION,
+        &tenant_id.to_string(),
+    )
+    .await?;
+    let now = state.clock.now();
+    let subscriptions: Vec<Value> = decode_all(&docs)
+        .map_err(internal)?
+        .iter()
+        .map(|subscription| subscription_view(subscription, now))
+        .collect();
+    Ok(Json(json!({
+        "tenant_id": tenant_id,
+        "subscriptions": subscriptions,
+        "position": position,
+    })))
+}
+
+async fn invoice(
+    principal: Principal,
+    State(state): State<AppState>,
+    Path((billing_profile_id, month)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let billing_profile_id = parse_id("billing_profile_id", &billing_profile_id)?;
+    let profile: BillingProfileState =
+        visible_billing_profile(&state, &principal, billing_profile_id).await?;
+    let month = Month::parse(&month).map_err(|error| ApiError::Invalid {
+        field: "month".into(),
+        reason: error.to_string(),
+    })?;
+    let position = projections_position(&state).await?;
+    let billed: Vec<BilledSubscription> = decode_all(
+        &scoped_docs(
+            &state.store,
+            billing::NAME,
+            billing::BILLED,
+            &billing_profile_id.to_string(),
+        )
+        .await?,
+    )
+    .map_err(internal)?;
+    let mut entries: Vec<BillingEntry> = Vec::new();
+    for subscription in billed {
+        entries.extend(
+            decode_all::<BillingEntry>(
+                &scoped_docs(
+                    &state.store,
+                    billing::NAME,
+                    billing::ENTRY,
+                    &subscription.subscription_id.to_string(),
+                )
+                .await?,
+            )
+            .map_err(internal)?,
+        );
+    }
+    let invoice = billing::invoice(billing_profile_id, month, &entries);
+    // An invoice is final once its month has begun: it reads only what happened before.
+    let status = if state.clock.now() >= month.start() {
+        "final"
+    } else {
+        "preview"
+    };
+    let mut body = serde_json::to_value(&invoice).map_err(internal)?;
+    body["billing_profile_name"] = json!(profile.name);
+    body["billing_profile_currency"] = json!(profile.currency);
+    body["status"] = json!(status);
+    body["position"] = json!(position);
+    Ok(Json(body))
 }
 
 async fn history_of(

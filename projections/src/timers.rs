@@ -1,0 +1,67 @@
+//! Durable timers: a deadline per deleted user (its purge), per subscription term (its expiry)
+//! and per grace period (its disabling). The process managers of `aggregates::policy` decide
+//! them from events; this projection keeps what they decided, sorted by deadline, for the
+//! scheduler. A restore cancels a purge the same way: by an event.
+
+use aggregates::policy::{self, FollowUp, Timer};
+
+use crate::{instant_key, DomainEvent, LoggedEvent, Projection, ProjectionError, RowSet};
+
+/// The projection's name.
+pub const NAME: &str = "timers";
+/// Kind of a timer's row.
+pub const TIMER: &str = "timer";
+
+/// The row key of the timer with `timer_key`.
+pub fn row_key(timer_key: &str) -> String {
+    format!("{TIMER}/{timer_key}")
+}
+
+/// The timers projection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Timers;
+
+impl Projection for Timers {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn keys(&self, _event: &LoggedEvent) -> Vec<String> {
+        Vec::new()
+    }
+
+    fn apply(&self, event: &LoggedEvent, rows: &mut RowSet) -> Result<(), ProjectionError> {
+        let follow_ups = match &event.event {
+            DomainEvent::Tenant(tenant_event) => {
+                policy::on_tenant_event(event.aggregate_uuid()?, tenant_event)
+            }
+            DomainEvent::Subscription(subscription_event) => policy::on_subscription_event(
+                event.aggregate_uuid()?,
+                event.sequence(),
+                subscription_event,
+            ),
+            DomainEvent::User(user_event) => {
+                policy::on_user_event(event.aggregate_uuid()?, event.sequence(), user_event)
+            }
+            _ => Vec::new(),
+        };
+        for follow_up in follow_ups {
+            match follow_up {
+                FollowUp::Schedule(timer) => save(rows, &timer),
+                FollowUp::Cancel { key } => rows.delete(&row_key(&key)),
+                FollowUp::Tenant { .. } | FollowUp::Subscription { .. } | FollowUp::User { .. } => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+fn save(rows: &mut RowSet, timer: &Timer) {
+    rows.store(
+        row_key(&timer.key),
+        TIMER,
+        String::new(),
+        instant_key(timer.due_at),
+        timer,
+    );
+}

@@ -1,0 +1,296 @@
+//! The global log as its consumers read it: in an order that never skips an event, each
+//! consumer from its own checkpoint.
+//!
+//! On PostgreSQL a `bigserial` position is taken when a transaction inserts, not when it
+//! commits, so a reader that follows `position > last` skips an event whose transaction commits
+//! after a later position's. Every event therefore records its writing transaction
+//! (`pg_current_xact_id()`), and the log is read in (transaction id, position) order, only
+//! below `pg_snapshot_xmin(pg_current_snapshot())`: every transaction below that horizon has
+//! ended, so nothing can ever appear before what has been read. Within one aggregate the order
+//! is the stream's order (a transaction that appends to a stream takes its id after the previous
+//! append committed). On SQLite the single writer makes the position order the commit order.
+
+use crate::store::Store;
+
+/// Where a consumer is in the log: the last event it has taken in.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Checkpoint {
+    /// The writing transaction (always 0 on SQLite).
+    pub transaction_id: i64,
+    /// The global position.
+    pub position: i64,
+}
+
+impl Checkpoint {
+    /// The checkpoint after everything: reading up to it reads the whole log.
+    pub const END: Checkpoint = Checkpoint {
+        transaction_id: i64::MAX,
+        position: i64::MAX,
+    };
+}
+
+/// One event as the log holds it.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    /// Its place in the reading order.
+    pub checkpoint: Checkpoint,
+    /// Its aggregate's type.
+    pub aggregate_type: String,
+    /// Its aggregate's id.
+    pub aggregate_id: String,
+    /// Its place in the stream.
+    pub sequence: i64,
+    /// Its type.
+    pub event_type: String,
+    /// Its schema version.
+    pub event_version: String,
+    /// Its id.
+    pub event_id: String,
+    /// When it was recorded (RFC 3339).
+    pub recorded_at: String,
+    /// The event, as JSON.
+    pub payload: String,
+    /// Who and why, as JSON.
+    pub metadata: String,
+}
+
+impl StoredEvent {
+    /// The global position.
+    pub fn position(&self) -> i64 {
+        self.checkpoint.position
+    }
+
+    /// Decodes the payload into the domain's types.
+    pub fn decode(&self) -> Result<projections::LoggedEvent, projections::ProjectionError> {
+        projections::LoggedEvent::decode(
+            self.checkpoint.position,
+            &self.aggregate_type,
+            &self.aggregate_id,
+            self.sequence,
+            &self.payload,
+        )
+    }
+}
+
+type EventRow = (
+    i64,
+    i64,
+    String,
+    String,
+    i64,
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+);
+
+fn stored((transaction_id, position, aggregate_type, aggregate_id, sequence, event_type, event_version, event_id, recorded_at, payload, metadata): EventRow) -> StoredEvent {
+    StoredEvent {
+        checkpoint: Checkpoint {
+            transaction_id,
+            position,
+        },
+        aggregate_type,
+        aggregate_id,
+        sequence,
+        event_type,
+        event_version,
+        event_id,
+        recorded_at,
+        payload,
+        metadata,
+    }
+}
+
+impl Store {
+    /// Up to `limit` events after `after` and not after `until`, in reading order; only events
+    /// that can no longer be preceded by a late commit.
+    pub async fn read_log(
+        &self,
+        after: Checkpoint,
+        until: Checkpoint,
+        limit: i64,
+    ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+        let rows: Vec<EventRow> = match self {
+            Self::Postgres(pool) => {
+                sqlx::query_as(
+                    "SELECT transaction_id::text::bigint, position, aggregate_type, aggregate_id,
+                            sequence, event_type, event_version, event_id::text,
+                            to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
+                            payload::text, metadata::text
+                       FROM events
+                      WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2)
+                        AND (transaction_id, position) <= ($3::bigint::text::xid8, $4)
+                        AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+                      ORDER BY transaction_id, position
+                      LIMIT $5",
+                )
+                .bind(after.transaction_id)
+                .bind(after.position)
+                .bind(until.transaction_id)
+                .bind(until.position)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+            }
+            Self::Sqlite(pool) => {
+                sqlx::query_as(
+                    "SELECT 0, position, aggregate_type, aggregate_id, sequence, event_type,
+                            event_version, event_id, recorded_at, payload, metadata
+                       FROM events
+                      WHERE position > $1 AND position <= $2
+                      ORDER BY position
+                      LIMIT $3",
+                )
+                .bind(after.position)
+                .bind(until.position)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+            }
+        };
+        Ok(rows.into_iter().map(stored).collect())
+    }
+
+    /// The greatest position P such that every event at or below P that is committed now lies
+    /// at or before `checkpoint` in reading order: how far a consumer at `checkpoint` has read,
+    /// in the positions clients are given.
+    pub async fn position_reached(&self, checkpoint: Checkpoint) -> Result<i64, sqlx::Error> {
+        match self {
+            Self::Postgres(pool) => {
+                sqlx::query_scalar(
+                    "SELECT COALESCE(
+                              (SELECT MIN(position) FROM events
+                                WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2)) - 1,
+                              (SELECT COALESCE(MAX(position), 0) FROM events))::bigint",
+                )
+                .bind(checkpoint.transaction_id)
+                .bind(checkpoint.position)
+                .fetch_one(pool)
+                .await
+            }
+            Self::Sqlite(_) => Ok(checkpoint.position),
+        }
+    }
+
+    /// Creates `consumer`'s checkpoint at the start of the log if it has none.
+    pub async fn ensure_checkpoint(&self, consumer: &str) -> Result<(), sqlx::Error> {
+        crate::on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO consumer_checkpoints (consumer, transaction_id, position)
+                 VALUES ($1, 0, 0) ON CONFLICT (consumer) DO NOTHING",
+            )
+            .bind(consumer)
+            .execute(pool)
+            .await
+            .map(drop)
+        })
+    }
+
+    /// `consumer`'s checkpoint (the start of the log when it has none).
+    pub async fn checkpoint(&self, consumer: &str) -> Result<Checkpoint, sqlx::Error> {
+        let row: Option<(i64, i64)> = crate::on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT transaction_id, position FROM consumer_checkpoints WHERE consumer = $1",
+            )
+            .bind(consumer)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row.map_or(Checkpoint::default(), |(transaction_id, position)| {
+            Checkpoint {
+                transaction_id,
+                position,
+            }
+        }))
+    }
+
+    /// Moves `consumer`'s checkpoint from `from` to `to` unless someone else moved it: `false`
+    /// when it had moved (another instance holds the work).
+    pub async fn advance_checkpoint(
+        &self,
+        consumer: &str,
+        from: Checkpoint,
+        to: Checkpoint,
+    ) -> Result<bool, sqlx::Error> {
+        let now = projections::instant_key(chrono::Utc::now());
+        let moved = crate::on_pool!(self, pool => {
+            sqlx::query(ADVANCE_CHECKPOINT)
+                .bind(consumer)
+                .bind(to.transaction_id)
+                .bind(to.position)
+                .bind(&now)
+                .bind(from.transaction_id)
+                .bind(from.position)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(moved == 1)
+    }
+
+    /// The reading-order-earliest checkpoint among `consumers` and how far it has read: every
+    /// consumer has read at least that far, since the events beyond a checkpoint only shrink as
+    /// it moves.
+    pub async fn slowest(&self, consumers: &[&str]) -> Result<(Checkpoint, i64), sqlx::Error> {
+        let sql = format!(
+            "SELECT transaction_id, position FROM consumer_checkpoints WHERE consumer IN ({})
+              ORDER BY transaction_id, position LIMIT 1",
+            (1..=consumers.len())
+                .map(|n| format!("${n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let row: Option<(i64, i64)> = crate::on_pool!(self, pool => {
+            let mut query = sqlx::query_as(&sql);
+            for consumer in consumers {
+                query = query.bind(*consumer);
+            }
+            query.fetch_optional(pool).await?
+        });
+        let slowest = row.map_or(Checkpoint::default(), |(transaction_id, position)| Checkpoint {
+            transaction_id,
+            position,
+        });
+        Ok((slowest, self.position_reached(slowest).await?))
+    }
+
+    /// How many committed events lie beyond `checkpoint`, and the recording instant of the
+    /// oldest of them.
+    pub async fn backlog(
+        &self,
+        checkpoint: Checkpoint,
+    ) -> Result<(i64, Option<chrono::DateTime<chrono::Utc>>), sqlx::Error> {
+        match self {
+            Self::Postgres(pool) => {
+                sqlx::query_as(
+                    "SELECT COUNT(*), MIN(recorded_at) FROM events
+                      WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2)",
+                )
+                .bind(checkpoint.transaction_id)
+                .bind(checkpoint.position)
+                .fetch_one(pool)
+                .await
+            }
+            Self::Sqlite(pool) => {
+                let (count, oldest): (i64, Option<String>) = sqlx::query_as(
+                    "SELECT COUNT(*), MIN(recorded_at) FROM events WHERE position > $1",
+                )
+                .bind(checkpoint.position)
+                .fetch_one(pool)
+                .await?;
+                let oldest = oldest
+                    .and_then(|text| chrono::DateTime::parse_from_rfc3339(&text).ok())
+                    .map(|at| at.with_timezone(&chrono::Utc));
+                Ok((count, oldest))
+            }
+        }
+    }
+}
+
+/// Shared by both backends (sqlx numbers `$n` parameters on SQLite too).
+pub(crate) const ADVANCE_CHECKPOINT: &str = "UPDATE consumer_checkpoints
+    SET transaction_id = $2, position = $3, updated_at = $4
+  WHERE consumer = $1 AND transaction_id = $5 AND position = $6";

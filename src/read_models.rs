@@ -1,0 +1,378 @@
+//! Runs the `projections` crate's read models over the global log: each projection is a
+//! consumer with its own checkpoint, and every batch's row changes are written in the same
+//! transaction that moves that checkpoint, so a crash at any point neither loses nor repeats
+//! an event. The rows a batch reads are fetched once, in one query, before it is folded.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use projections::{LoggedEvent, Projection, ProjectionError, Row, RowSet};
+use thiserror::Error;
+
+use crate::log::{Checkpoint, ADVANCE_CHECKPOINT};
+use crate::store::Store;
+
+/// How many rows one statement reads or writes.
+const ROWS_PER_STATEMENT: usize = 500;
+
+/// Why a consumer could not take a batch in.
+#[derive(Debug, Error)]
+pub enum ConsumerError {
+    /// The store failed.
+    #[error("store failure: {0}")]
+    Store(#[from] sqlx::Error),
+    /// An event or a row could not be read.
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
+    /// Someone else moved the checkpoint: another instance holds this consumer.
+    #[error("another instance moved the checkpoint of '{0}'")]
+    Overtaken(String),
+    /// A test stopped the batch before its commit.
+    #[error("stopped before commit: {0}")]
+    Interrupted(String),
+}
+
+/// Where a projection's rows live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    /// The rows the API serves.
+    Live,
+    /// The rows `seatledger replay` rebuilds beside them.
+    Replay,
+}
+
+impl Table {
+    /// The table's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Live => "read_models",
+            Self::Replay => "read_models_replay",
+        }
+    }
+
+    fn consumer(self, projection: &str) -> String {
+        match self {
+            Self::Live => projection.to_owned(),
+            Self::Replay => format!("replay:{projection}"),
+        }
+    }
+}
+
+/// What one step took in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    /// The checkpoint after it.
+    pub checkpoint: Checkpoint,
+    /// How many events.
+    pub events: usize,
+}
+
+/// One projection as a checkpointed consumer of the log.
+#[derive(Clone)]
+pub struct ProjectionRunner {
+    projection: Arc<dyn Projection>,
+    table: Table,
+    consumer: String,
+}
+
+impl ProjectionRunner {
+    /// Runs `projection` into `table`.
+    pub fn new(projection: Arc<dyn Projection>, table: Table) -> Self {
+        let consumer = table.consumer(projection.name());
+        Self {
+            projection,
+            table,
+            consumer,
+        }
+    }
+
+    /// The consumer's name (its checkpoint's).
+    pub fn consumer(&self) -> &str {
+        &self.consumer
+    }
+
+    /// The projection's name.
+    pub fn projection(&self) -> &'static str {
+        self.projection.name()
+    }
+
+    /// Takes in up to `limit` events not after `until`; `None` when there was nothing to take
+    /// in.
+    pub async fn step(
+        &self,
+        store: &Store,
+        limit: i64,
+        until: Checkpoint,
+    ) -> Result<Option<Taken>, ConsumerError> {
+        self.step_interrupted(store, limit, until, || Ok(())).await
+    }
+
+    /// [`Self::step`], calling `before_commit` once the batch is written and the checkpoint
+    /// moved, but not committed: an error there rolls the whole batch back (crash tests).
+    pub async fn step_interrupted(
+        &self,
+        store: &Store,
+        limit: i64,
+        until: Checkpoint,
+        before_commit: impl FnOnce() -> Result<(), ConsumerError>,
+    ) -> Result<Option<Taken>, ConsumerError> {
+        let from = store.checkpoint(&self.consumer).await?;
+        let events = store.read_log(from, until, limit).await?;
+        let Some(last) = events.last() else {
+            return Ok(None);
+        };
+        let to = last.checkpoint;
+        let logged = events
+            .iter()
+            .map(crate::log::StoredEvent::decode)
+            .collect::<Result<Vec<LoggedEvent>, ProjectionError>>()?;
+        let keys: BTreeSet<String> = logged
+            .iter()
+            .flat_map(|event| self.projection.keys(event))
+            .collect();
+        let keys: Vec<String> = keys.into_iter().collect();
+        let table = self.table.name();
+        let name = self.projection.name();
+        crate::on_pool!(store, pool => {
+            let mut tx = pool.begin().await?;
+            let mut fetched: Vec<(String, Option<Row>)> = Vec::with_capacity(keys.len());
+            for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+                let sql = format!(
+                    "SELECT row_key, kind, scope, sort_key, doc FROM {table}
+                      WHERE projection = $1 AND row_key IN ({})",
+                    placeholders(2, chunk.len())
+                );
+                let mut query = sqlx::query_as::<_, (String, String, String, String, String)>(&sql).bind(name);
+                for key in chunk {
+                    query = query.bind(key);
+                }
+                let found = query.fetch_all(&mut *tx).await?;
+                let mut found: std::collections::HashMap<String, Row> = found
+                    .into_iter()
+                    .map(|(key, kind, scope, sort_key, doc)| (key, Row { kind, scope, sort_key, doc }))
+                    .collect();
+                fetched.extend(chunk.iter().map(|key| (key.clone(), found.remove(key))));
+            }
+            let mut rows = RowSet::prefetched(fetched);
+            for event in &logged {
+                self.projection.apply(event, &mut rows)?;
+            }
+            let changes = rows.take_changes();
+            let (upserts, deletes): (Vec<_>, Vec<_>) = changes.into_iter().partition(|(_, row)| row.is_some());
+            for chunk in upserts.chunks(ROWS_PER_STATEMENT) {
+                let values: Vec<String> = (0..chunk.len())
+                    .map(|i| format!("($1, {})", placeholders(2 + i * 5, 5)))
+                    .collect();
+                let sql = format!(
+                    "INSERT INTO {table} (projection, row_key, kind, scope, sort_key, doc) VALUES {}
+                     ON CONFLICT (projection, row_key) DO UPDATE SET kind = excluded.kind,
+                         scope = excluded.scope, sort_key = excluded.sort_key, doc = excluded.doc",
+                    values.join(", ")
+                );
+                let mut query = sqlx::query(&sql).bind(name);
+                for (key, row) in chunk {
+                    let row = row.as_ref().expect("partitioned upserts hold rows");
+                    query = query.bind(key).bind(&row.kind).bind(&row.scope).bind(&row.sort_key).bind(&row.doc);
+                }
+                query.execute(&mut *tx).await?;
+            }
+            for chunk in deletes.chunks(ROWS_PER_STATEMENT) {
+                let sql = format!(
+                    "DELETE FROM {table} WHERE projection = $1 AND row_key IN ({})",
+                    placeholders(2, chunk.len())
+                );
+                let mut query = sqlx::query(&sql).bind(name);
+                for (key, _) in chunk {
+                    query = query.bind(key);
+                }
+                query.execute(&mut *tx).await?;
+            }
+            let moved = sqlx::query(ADVANCE_CHECKPOINT)
+                .bind(&self.consumer)
+                .bind(to.transaction_id)
+                .bind(to.position)
+                .bind(projections::instant_key(chrono::Utc::now()))
+                .bind(from.transaction_id)
+                .bind(from.position)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if moved != 1 {
+                return Err(ConsumerError::Overtaken(self.consumer.clone()));
+            }
+            before_commit()?;
+            tx.commit().await?;
+        });
+        Ok(Some(Taken {
+            checkpoint: to,
+            events: logged.len(),
+        }))
+    }
+
+    /// Empties the table's rows of this projection and moves its checkpoint to the start.
+    pub async fn reset(&self, store: &Store) -> Result<(), ConsumerError> {
+        let table = self.table.name();
+        crate::on_pool!(store, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(&format!("DELETE FROM {table} WHERE projection = $1"))
+                .bind(self.projection.name())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO consumer_checkpoints (consumer, transaction_id, position, updated_at)
+                 VALUES ($1, 0, 0, '')
+                 ON CONFLICT (consumer) DO UPDATE SET transaction_id = 0, position = 0, updated_at = ''",
+            )
+            .bind(&self.consumer)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+}
+
+/// `$first, $first+1, …` for `count` parameters.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The documents of one kind listed under `scope` in a projection's live rows.
+pub async fn scoped_docs(
+    store: &Store,
+    projection: &str,
+    kind: &str,
+    scope: &str,
+) -> Result<Vec<(String, String)>, sqlx::Error> {
+    crate::on_pool!(store, pool => {
+        sqlx::query_as(
+            "SELECT row_key, doc FROM read_models
+              WHERE projection = $1 AND kind = $2 AND scope = $3 ORDER BY row_key",
+        )
+        .bind(projection)
+        .bind(kind)
+        .bind(scope)
+        .fetch_all(pool)
+        .await
+    })
+}
+
+/// One document of a projection's live rows.
+pub async fn doc(
+    store: &Store,
+    projection: &str,
+    row_key: &str,
+) -> Result<Option<String>, sqlx::Error> {
+    crate::on_pool!(store, pool => {
+        sqlx::query_scalar("SELECT doc FROM read_models WHERE projection = $1 AND row_key = $2")
+            .bind(projection)
+            .bind(row_key)
+            .fetch_optional(pool)
+            .await
+    })
+}
+
+/// Decodes the documents of [`scoped_docs`].
+pub fn decode_all<T: serde::de::DeserializeOwned>(
+    docs: &[(String, String)],
+) -> Result<Vec<T>, ProjectionError> {
+    docs.iter()
+        .map(|(key, doc)| projections::rows::decode(key, doc))
+        .collect()
+}
+
+/// One row that differs between the live read models and a replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    /// The projection.
+    pub projection: String,
+    /// The row.
+    pub row_key: String,
+    /// What differs.
+    pub what: DifferenceKind,
+}
+
+/// How a row differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DifferenceKind {
+    /// Only the live table has it.
+    OnlyLive,
+    /// Only the replay has it.
+    OnlyReplay,
+    /// Both have it, with different contents.
+    Changed,
+}
+
+impl std::fmt::Display for Difference {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let what = match self.what {
+            DifferenceKind::OnlyLive => "only in the live table (the replay has no such row)",
+            DifferenceKind::OnlyReplay => "missing from the live table (the replay has it)",
+            DifferenceKind::Changed => "differs between the live table and the replay",
+        };
+        write!(f, "{}: row '{}' {what}", self.projection, self.row_key)
+    }
+}
+
+/// Compares a projection's live rows with its replayed rows, provided the live checkpoint is
+/// `expected` (read in the same snapshot as the rows). `None` when the live projection has
+/// moved on since: replay up to its new checkpoint and compare again.
+pub async fn compare(
+    store: &Store,
+    projection: &str,
+    expected: Checkpoint,
+) -> Result<Option<Vec<Difference>>, sqlx::Error> {
+    const ONE_SIDED: &str = "SELECT row_key FROM (
+            SELECT row_key, kind, scope, sort_key, doc FROM {a} WHERE projection = $1
+            EXCEPT
+            SELECT row_key, kind, scope, sort_key, doc FROM {b} WHERE projection = $1) AS d
+          ORDER BY row_key";
+    let live_not_replay = ONE_SIDED.replace("{a}", "read_models").replace("{b}", "read_models_replay");
+    let replay_not_live = ONE_SIDED.replace("{a}", "read_models_replay").replace("{b}", "read_models");
+    let (live_side, replay_side): (Vec<String>, Vec<String>) = crate::on_pool!(store, pool => {
+        let mut tx = pool.begin().await?;
+        if matches!(store, Store::Postgres(_)) {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                .execute(&mut *tx)
+                .await?;
+        }
+        let (transaction_id, position): (i64, i64) = sqlx::query_as(
+            "SELECT transaction_id, position FROM consumer_checkpoints WHERE consumer = $1",
+        )
+        .bind(projection)
+        .fetch_optional(&mut *tx)
+        .await?
+        .unwrap_or((0, 0));
+        if (Checkpoint { transaction_id, position }) != expected {
+            return Ok(None);
+        }
+        let live_side = sqlx::query_scalar(&live_not_replay).bind(projection).fetch_all(&mut *tx).await?;
+        let replay_side = sqlx::query_scalar(&replay_not_live).bind(projection).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        (live_side, replay_side)
+    });
+    let replayed: BTreeSet<&String> = replay_side.iter().collect();
+    let live: BTreeSet<&String> = live_side.iter().collect();
+    let mut differences: Vec<Difference> = live_side
+        .iter()
+        .map(|key| Difference {
+            projection: projection.to_owned(),
+            row_key: key.clone(),
+            what: if replayed.contains(key) {
+                DifferenceKind::Changed
+            } else {
+                DifferenceKind::OnlyLive
+            },
+        })
+        .collect();
+    differences.extend(replay_side.iter().filter(|key| !live.contains(key)).map(|key| Difference {
+        projection: projection.to_owned(),
+        row_key: key.clone(),
+        what: DifferenceKind::OnlyReplay,
+    }));
+    differences.sort_by(|a, b| a.row_key.cmp(&b.row_key));
+    Ok(Some(differences))
+}

@@ -1,0 +1,106 @@
+//! `seatledger replay`: rebuilds every projection from the start of the log into the replay
+//! table, beside the live one, and with `--verify` proves the two equal row by row.
+
+use std::time::Instant;
+
+use crate::log::Checkpoint;
+use crate::read_models::{compare, ConsumerError, Difference, ProjectionRunner, Table};
+use crate::store::Store;
+
+/// Events per replay transaction: larger than live batches, as nobody waits on them.
+const REPLAY_BATCH: i64 = 5_000;
+/// How often verification chases a live projection that keeps moving before giving up.
+const VERIFY_ATTEMPTS: usize = 20;
+
+/// What a replay did for one projection.
+#[derive(Debug, Clone)]
+pub struct Rebuilt {
+    /// The projection.
+    pub projection: &'static str,
+    /// Events read.
+    pub events: u64,
+    /// How long it took.
+    pub elapsed: std::time::Duration,
+    /// The differences found, when verifying.
+    pub differences: Option<Vec<Difference>>,
+}
+
+/// How far a replay is, for a progress display.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress<'a> {
+    /// The projection being rebuilt.
+    pub projection: &'a str,
+    /// Events read so far.
+    pub events: u64,
+    /// The position reached.
+    pub position: i64,
+    /// The log's last position.
+    pub log_end: i64,
+}
+
+/// Rebuilds every projection; with `verify`, up to the live projection's checkpoint, then
+/// compares. `progress` is called after every batch.
+pub async fn run(
+    store: &Store,
+    verify: bool,
+    mut progress: impl FnMut(Progress<'_>),
+) -> Result<Vec<Rebuilt>, ConsumerError> {
+    let log_end = store.log_end().await?;
+    let mut report = Vec::new();
+    for projection in projections::all() {
+        let name = projection.name();
+        let runner = ProjectionRunner::new(projection, Table::Replay);
+        let started = Instant::now();
+        runner.reset(store).await?;
+        let mut events = 0;
+        let mut target = if verify {
+            store.checkpoint(name).await?
+        } else {
+            Checkpoint::END
+        };
+        catch_up(store, &runner, target, log_end, &mut events, &mut progress).await?;
+        let mut differences = None;
+        if verify {
+            for _ in 0..VERIFY_ATTEMPTS {
+                if let Some(found) = compare(store, name, target).await? {
+                    differences = Some(found);
+                    break;
+                }
+                target = store.checkpoint(name).await?;
+                catch_up(store, &runner, target, log_end, &mut events, &mut progress).await?;
+            }
+            if differences.is_none() {
+                return Err(ConsumerError::Interrupted(format!(
+                    "the live '{name}' projection kept moving; verify again when the service is quieter"
+                )));
+            }
+        }
+        report.push(Rebuilt {
+            projection: name,
+            events,
+            elapsed: started.elapsed(),
+            differences,
+        });
+    }
+    Ok(report)
+}
+
+async fn catch_up(
+    store: &Store,
+    runner: &ProjectionRunner,
+    target: Checkpoint,
+    log_end: i64,
+    events: &mut u64,
+    progress: &mut impl FnMut(Progress<'_>),
+) -> Result<(), ConsumerError> {
+    while let Some(taken) = runner.step(store, REPLAY_BATCH, target).await? {
+        *events += taken.events as u64;
+        progress(Progress {
+            projection: runner.projection(),
+            events: *events,
+            position: taken.checkpoint.position,
+            log_end,
+        });
+    }
+    Ok(())
+}

@@ -1,0 +1,461 @@
+//! The service's background work, each piece a consumer that runs under a lease on exactly one
+//! instance at a time: the projections, the process managers' durable replay, the key shredder
+//! and the timer scheduler. Another instance takes a piece over within seconds of its holder
+//! dying.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aggregates::policy::{self, FollowUp, Timer};
+use aggregates::user::UserEvent;
+use projections::DomainEvent;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{debug, info, warn};
+
+use crate::clock::Clock;
+use crate::lease::Lease;
+use crate::ledger::{LedgerError, Metadata};
+use crate::log::{Checkpoint, StoredEvent};
+use crate::read_models::{ConsumerError, ProjectionRunner, Table};
+use crate::store::Store;
+use crate::vault::Vault;
+use crate::AnyLedger;
+
+/// How many events a projection takes in per transaction.
+pub const PROJECTION_BATCH: i64 = 500;
+/// How long an idle consumer waits for news before looking at the log again (other instances'
+/// commits are only seen this way).
+const IDLE_POLL: Duration = Duration::from_millis(50);
+/// How often a standby instance tries to take a lease.
+const LEASE_RETRY: Duration = Duration::from_secs(1);
+/// How often a holder checks that its lease is still held.
+const LEASE_CHECK: Duration = Duration::from_secs(1);
+/// The longest pause after repeated failures.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// The consumer that re-runs the process managers' follow-ups from the log.
+pub const PROCESS_MANAGER: &str = "process-manager";
+/// The consumer that destroys purged users' keys.
+pub const SHREDDER: &str = "shredder";
+/// The timer scheduler's lease.
+pub const SCHEDULER: &str = "scheduler";
+
+/// Every checkpointed consumer of the log (the scheduler reads timers, not the log).
+pub fn consumers() -> Vec<&'static str> {
+    let mut names = projections::names();
+    names.extend([PROCESS_MANAGER, SHREDDER]);
+    names
+}
+
+type Step<'a> = Pin<Box<dyn Future<Output = Result<bool, ConsumerError>> + Send + 'a>>;
+
+/// One piece of background work: a step does some and says whether there may be more.
+trait Work: Send + Sync + 'static {
+    fn name(&self) -> &str;
+    fn step(&self) -> Step<'_>;
+    fn idle(&self) -> Duration {
+        IDLE_POLL
+    }
+}
+
+/// What the background work needs.
+#[derive(Clone)]
+pub struct Context {
+    /// The store.
+    pub store: Store,
+    /// The write side.
+    pub ledger: Arc<AnyLedger>,
+    /// The key store.
+    pub vault: Vault,
+    /// The service's clock.
+    pub clock: Arc<Clock>,
+}
+
+/// The running background work.
+pub struct Workers {
+    shutdown: watch::Sender<bool>,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Workers {
+    /// Starts every piece of background work.
+    pub fn start(context: Context) -> Self {
+        let (shutdown, stopping) = watch::channel(false);
+        let mut work: Vec<Arc<dyn Work>> = projections::all()
+            .into_iter()
+            .map(|projection| {
+                Arc::new(ProjectionWork {
+                    runner: ProjectionRunner::new(projection, Table::Live),
+                    store: context.store.clone(),
+                }) as Arc<dyn Work>
+            })
+            .collect();
+        work.push(Arc::new(ProcessManager(context.clone())));
+        work.push(Arc::new(Shredder(context.clone())));
+        work.push(Arc::new(Scheduler(context.clone())));
+        let tasks = work
+            .into_iter()
+            .map(|work| {
+                tokio::spawn(run(
+                    work,
+                    context.store.clone(),
+                    context.ledger.commits(),
+                    stopping.clone(),
+                ))
+            })
+            .collect();
+        Self {
+            shutdown,
+            tasks: std::sync::Mutex::new(tasks),
+        }
+    }
+
+    /// Stops the work (a step in progress finishes or rolls back) and releases the leases.
+    pub async fn stop(&self) {
+        self.shutdown.send_replace(true);
+        let tasks = std::mem::take(&mut *self.tasks.lock().expect("worker list lock"));
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+
+    /// Ends the work at once, as a crash would (tests of take-over).
+    pub fn abort(&self) {
+        for task in self.tasks.lock().expect("worker list lock").iter() {
+            task.abort();
+        }
+    }
+}
+
+/// Waits `duration` or until shutdown; `true` when shutting down.
+async fn pause(stopping: &mut watch::Receiver<bool>, duration: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(duration) => *stopping.borrow(),
+        _ = stopping.changed() => true,
+    }
+}
+
+async fn run(
+    work: Arc<dyn Work>,
+    store: Store,
+    mut commits: watch::Receiver<u64>,
+    mut stopping: watch::Receiver<bool>,
+) {
+    let name = work.name().to_owned();
+    let mut failures: u32 = 0;
+    loop {
+        if *stopping.borrow() {
+            return;
+        }
+        let mut lease = match Lease::try_acquire(&store, &name).await {
+            Ok(Some(lease)) => lease,
+            Ok(None) => {
+                if pause(&mut stopping, LEASE_RETRY).await {
+                    return;
+                }
+                continue;
+            }
+            Err(error) => {
+                warn!(consumer = %name, %error, "cannot ask for the lease; retrying");
+                if pause(&mut stopping, LEASE_RETRY).await {
+                    return;
+                }
+                continue;
+            }
+        };
+        debug!(consumer = %name, "holding the lease");
+        let mut checked = tokio::time::Instant::now();
+        loop {
+            if *stopping.borrow() {
+                return;
+            }
+            if checked.elapsed() >= LEASE_CHECK {
+                if !lease.is_held().await {
+                    warn!(consumer = %name, lease = lease.name(), "lost the lease; standing by");
+                    break;
+                }
+                checked = tokio::time::Instant::now();
+            }
+            match work.step().await {
+                Ok(true) => failures = 0,
+                Ok(false) => {
+                    failures = 0;
+                    tokio::select! {
+                        changed = commits.changed() => {
+                            if changed.is_err() && pause(&mut stopping, work.idle()).await {
+                                return;
+                            }
+                        }
+                        _ = tokio::time::sleep(work.idle()) => {}
+                        _ = stopping.changed() => return,
+                    }
+                }
+                Err(ConsumerError::Overtaken(_)) => {
+                    warn!(consumer = %name, "another instance took this consumer over; standing by");
+                    break;
+                }
+                Err(error) => {
+                    failures = failures.saturating_add(1);
+                    let backoff = Duration::from_millis(100)
+                        .saturating_mul(2u32.saturating_pow(failures.min(10)))
+                        .min(MAX_BACKOFF);
+                    warn!(consumer = %name, %error, ?backoff, "step failed; retrying");
+                    if pause(&mut stopping, backoff).await {
+                        return;
+                    }
+                }
+            }
+        }
+        drop(lease);
+        if pause(&mut stopping, LEASE_RETRY).await {
+            return;
+        }
+    }
+}
+
+struct ProjectionWork {
+    runner: ProjectionRunner,
+    store: Store,
+}
+
+impl Work for ProjectionWork {
+    fn name(&self) -> &str {
+        self.runner.consumer()
+    }
+
+    fn step(&self) -> Step<'_> {
+        Box::pin(async move {
+            let moved = self
+                .runner
+                .step(&self.store, PROJECTION_BATCH, Checkpoint::END)
+                .await?;
+            Ok(moved.is_some())
+        })
+    }
+}
+
+/// The metadata of the service's own commands.
+fn system_metadata(reason: String, cause: Option<&StoredEvent>) -> Metadata {
+    let mut metadata = Metadata::from([
+        ("role".to_owned(), "system".to_owned()),
+        ("reason".to_owned(), reason),
+    ]);
+    if let Some(event) = cause {
+        metadata.insert("causation_id".into(), event.event_id.clone());
+        if let Ok(serde_json::Value::Object(caused_by)) =
+            serde_json::from_str::<serde_json::Value>(&event.metadata)
+        {
+            if let Some(serde_json::Value::String(correlation)) = caused_by.get("correlation_id")
+            {
+                metadata.insert("correlation_id".into(), correlation.clone());
+            }
+        }
+    }
+    metadata
+}
+
+/// Reads a batch for a consumer that is not a projection: its effects are idempotent, so it
+/// applies them first and moves its checkpoint after.
+async fn effect_batch(
+    store: &Store,
+    consumer: &str,
+    limit: i64,
+) -> Result<(Checkpoint, Vec<StoredEvent>), ConsumerError> {
+    let from = store.checkpoint(consumer).await?;
+    let events = store.read_log(from, Checkpoint::END, limit).await?;
+    Ok((from, events))
+}
+
+async fn commit_effects(
+    store: &Store,
+    consumer: &str,
+    from: Checkpoint,
+    events: &[StoredEvent],
+) -> Result<bool, ConsumerError> {
+    let Some(last) = events.last() else {
+        return Ok(false);
+    };
+    if store
+        .advance_checkpoint(consumer, from, last.checkpoint)
+        .await?
+    {
+        Ok(true)
+    } else {
+        Err(ConsumerError::Overtaken(consumer.to_owned()))
+    }
+}
+
+/// Re-runs, from the log, the follow-up commands the process managers decide for each event.
+/// The write side runs them inline already; this makes them durable: a follow-up lost to a
+/// crash runs here, and one that already ran is refused or decides nothing (they are all
+/// idempotent).
+struct ProcessManager(Context);
+
+impl Work for ProcessManager {
+    fn name(&self) -> &str {
+        PROCESS_MANAGER
+    }
+
+    fn step(&self) -> Step<'_> {
+        Box::pin(async move {
+            let context = &self.0;
+            let (from, events) = effect_batch(&context.store, PROCESS_MANAGER, 100).await?;
+            for stored in &events {
+                let logged = stored.decode()?;
+                let follow_ups = match &logged.event {
+                    DomainEvent::Tenant(event) => {
+                        policy::on_tenant_event(logged.aggregate_uuid()?, event)
+                    }
+                    DomainEvent::Subscription(event) => policy::on_subscription_event(
+                        logged.aggregate_uuid()?,
+                        logged.sequence(),
+                        event,
+                    ),
+                    DomainEvent::User(event) => {
+                        policy::on_user_event(logged.aggregate_uuid()?, logged.sequence(), event)
+                    }
+                    _ => Vec::new(),
+                };
+                for follow_up in follow_ups {
+                    if matches!(follow_up, FollowUp::Schedule(_) | FollowUp::Cancel { .. }) {
+                        continue;
+                    }
+                    let metadata = system_metadata(
+                        format!("follow-up of {} at position {}", stored.event_type, stored.position()),
+                        Some(stored),
+                    );
+                    match context.ledger.dispatch(follow_up, &metadata).await {
+                        Ok(_) | Err(LedgerError::Domain(_)) => {}
+                        Err(error) => {
+                            return Err(ConsumerError::Interrupted(format!(
+                                "follow-up of the event at position {}: {error}",
+                                stored.position()
+                            )))
+                        }
+                    }
+                }
+            }
+            commit_effects(&context.store, PROCESS_MANAGER, from, &events).await
+        })
+    }
+}
+
+/// Destroys the key of every purged user, so their sealed details are unreadable everywhere
+/// (the log itself stays immutable).
+struct Shredder(Context);
+
+impl Work for Shredder {
+    fn name(&self) -> &str {
+        SHREDDER
+    }
+
+    fn step(&self) -> Step<'_> {
+        Box::pin(async move {
+            let context = &self.0;
+            let (from, events) = effect_batch(&context.store, SHREDDER, 500).await?;
+            for stored in events.iter().filter(|event| event.event_type == "UserPurged") {
+                if let DomainEvent::User(UserEvent::UserPurged { key_id, .. }) = stored.decode()?.event
+                {
+                    context
+                        .vault
+                        .shred(key_id)
+                        .await
+                        .map_err(|error| ConsumerError::Interrupted(error.to_string()))?;
+                    info!(%key_id, "purged user's key destroyed");
+                }
+            }
+            commit_effects(&context.store, SHREDDER, from, &events).await
+        })
+    }
+}
+
+/// Fires timers whose deadline the service's clock has reached, once per deadline: a fired
+/// timer is recorded with its outcome; the action itself is idempotent, so a crash between
+/// firing and recording fires it again harmlessly.
+struct Scheduler(Context);
+
+impl Work for Scheduler {
+    fn name(&self) -> &str {
+        SCHEDULER
+    }
+
+    fn idle(&self) -> Duration {
+        Duration::from_millis(200)
+    }
+
+    fn step(&self) -> Step<'_> {
+        Box::pin(async move {
+            let context = &self.0;
+            if context.clock.is_sandbox() {
+                if let Some(offset) = context.store.sandbox_offset().await? {
+                    context.clock.adopt(offset);
+                }
+            }
+            let now = context.clock.now();
+            let due = due_timers(&context.store, &projections::instant_key(now), 50).await?;
+            for (row_key, due_at, doc) in &due {
+                let timer: Timer = projections::rows::decode(row_key, doc)?;
+                let metadata = system_metadata(format!("timer {} due at {due_at}", timer.key), None);
+                let outcome = match context.ledger.dispatch(timer.action.follow_up(now), &metadata).await {
+                    Ok(_) => "fired".to_owned(),
+                    Err(LedgerError::Domain(refusal)) => format!("nothing to do: {}", refusal.code()),
+                    Err(error) => {
+                        return Err(ConsumerError::Interrupted(format!("timer {}: {error}", timer.key)))
+                    }
+                };
+                info!(timer = %timer.key, %due_at, %outcome, "timer fired");
+                record_firing(&context.store, row_key, due_at, &outcome, now).await?;
+            }
+            Ok(!due.is_empty())
+        })
+    }
+}
+
+/// Timers due at `now` not fired for their current deadline: (row key, deadline, timer).
+async fn due_timers(
+    store: &Store,
+    now: &str,
+    limit: i64,
+) -> Result<Vec<(String, String, String)>, sqlx::Error> {
+    crate::on_pool!(store, pool => {
+        sqlx::query_as(
+            "SELECT m.row_key, m.sort_key, m.doc FROM read_models m
+              WHERE m.projection = $1 AND m.kind = $2 AND m.sort_key <= $3
+                AND NOT EXISTS (SELECT 1 FROM timer_firings f
+                                 WHERE f.timer_key = m.row_key AND f.due_at = m.sort_key)
+              ORDER BY m.sort_key
+              LIMIT $4",
+        )
+        .bind(projections::timers::NAME)
+        .bind(projections::timers::TIMER)
+        .bind(now)
+        .bind(limit)
+        .fetch_all(pool)
+        .await
+    })
+}
+
+async fn record_firing(
+    store: &Store,
+    row_key: &str,
+    due_at: &str,
+    outcome: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), sqlx::Error> {
+    crate::on_pool!(store, pool => {
+        sqlx::query(
+            "INSERT INTO timer_firings (timer_key, due_at, outcome, fired_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (timer_key, due_at) DO NOTHING",
+        )
+        .bind(row_key)
+        .bind(due_at)
+        .bind(outcome)
+        .bind(projections::instant_key(now))
+        .execute(pool)
+        .await
+        .map(drop)
+    })
+}
