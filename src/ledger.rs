@@ -81,7 +81,11 @@ struct Executor<A: Aggregate, ES: EventStore<A>> {
 }
 
 impl<A: Aggregate, ES: EventStore<A>> Executor<A, ES> {
-    fn new(store: ES, services: A::Services, commits: Arc<tokio::sync::watch::Sender<u64>>) -> Self {
+    fn new(
+        store: ES,
+        services: A::Services,
+        commits: Arc<tokio::sync::watch::Sender<u64>>,
+    ) -> Self {
         Self {
             store,
             services,
@@ -135,7 +139,8 @@ where
                 result => {
                     let events = result?;
                     // Wakes this instance's log consumers at once instead of at their next poll.
-                    self.commits.send_modify(|commits| *commits = commits.wrapping_add(1));
+                    self.commits
+                        .send_modify(|commits| *commits = commits.wrapping_add(1));
                     return Ok(events);
                 }
             }
@@ -172,11 +177,31 @@ impl<R: PersistedEventRepository> Ledger<R> {
                 rules,
                 commits.clone(),
             ),
-            subscriptions: Executor::new(PersistedEventStore::new_event_store(repository()), rules, commits.clone()),
-            users: Executor::new(PersistedEventStore::new_event_store(repository()), rules, commits.clone()),
-            catalog: Executor::new(PersistedEventStore::new_event_store(repository()), (), commits.clone()),
-            resellers: Executor::new(PersistedEventStore::new_event_store(repository()), (), commits.clone()),
-            billing_profiles: Executor::new(PersistedEventStore::new_event_store(repository()), (), commits.clone()),
+            subscriptions: Executor::new(
+                PersistedEventStore::new_event_store(repository()),
+                rules,
+                commits.clone(),
+            ),
+            users: Executor::new(
+                PersistedEventStore::new_event_store(repository()),
+                rules,
+                commits.clone(),
+            ),
+            catalog: Executor::new(
+                PersistedEventStore::new_event_store(repository()),
+                (),
+                commits.clone(),
+            ),
+            resellers: Executor::new(
+                PersistedEventStore::new_event_store(repository()),
+                (),
+                commits.clone(),
+            ),
+            billing_profiles: Executor::new(
+                PersistedEventStore::new_event_store(repository()),
+                (),
+                commits.clone(),
+            ),
             commits,
         }
     }

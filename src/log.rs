@@ -86,7 +86,21 @@ type EventRow = (
     String,
 );
 
-fn stored((transaction_id, position, aggregate_type, aggregate_id, sequence, event_type, event_version, event_id, recorded_at, payload, metadata): EventRow) -> StoredEvent {
+fn stored(
+    (
+        transaction_id,
+        position,
+        aggregate_type,
+        aggregate_id,
+        sequence,
+        event_type,
+        event_version,
+        event_id,
+        recorded_at,
+        payload,
+        metadata,
+    ): EventRow,
+) -> StoredEvent {
     StoredEvent {
         checkpoint: Checkpoint {
             transaction_id,
@@ -199,12 +213,14 @@ impl Store {
             .fetch_optional(pool)
             .await?
         });
-        Ok(row.map_or(Checkpoint::default(), |(transaction_id, position)| {
-            Checkpoint {
-                transaction_id,
-                position,
-            }
-        }))
+        Ok(
+            row.map_or(Checkpoint::default(), |(transaction_id, position)| {
+                Checkpoint {
+                    transaction_id,
+                    position,
+                }
+            }),
+        )
     }
 
     /// Moves `consumer`'s checkpoint from `from` to `to` unless someone else moved it: `false`
@@ -250,9 +266,11 @@ impl Store {
             }
             query.fetch_optional(pool).await?
         });
-        let slowest = row.map_or(Checkpoint::default(), |(transaction_id, position)| Checkpoint {
-            transaction_id,
-            position,
+        let slowest = row.map_or(Checkpoint::default(), |(transaction_id, position)| {
+            Checkpoint {
+                transaction_id,
+                position,
+            }
         });
         Ok((slowest, self.position_reached(slowest).await?))
     }

@@ -330,8 +330,12 @@ pub async fn compare(
             EXCEPT
             SELECT row_key, kind, scope, sort_key, doc FROM {b} WHERE projection = $1) AS d
           ORDER BY row_key";
-    let live_not_replay = ONE_SIDED.replace("{a}", "read_models").replace("{b}", "read_models_replay");
-    let replay_not_live = ONE_SIDED.replace("{a}", "read_models_replay").replace("{b}", "read_models");
+    let live_not_replay = ONE_SIDED
+        .replace("{a}", "read_models")
+        .replace("{b}", "read_models_replay");
+    let replay_not_live = ONE_SIDED
+        .replace("{a}", "read_models_replay")
+        .replace("{b}", "read_models");
     let (live_side, replay_side): (Vec<String>, Vec<String>) = crate::on_pool!(store, pool => {
         let mut tx = pool.begin().await?;
         if matches!(store, Store::Postgres(_)) {
@@ -368,11 +372,16 @@ pub async fn compare(
             },
         })
         .collect();
-    differences.extend(replay_side.iter().filter(|key| !live.contains(key)).map(|key| Difference {
-        projection: projection.to_owned(),
-        row_key: key.clone(),
-        what: DifferenceKind::OnlyReplay,
-    }));
+    differences.extend(
+        replay_side
+            .iter()
+            .filter(|key| !live.contains(key))
+            .map(|key| Difference {
+                projection: projection.to_owned(),
+                row_key: key.clone(),
+                what: DifferenceKind::OnlyReplay,
+            }),
+    );
     differences.sort_by(|a, b| a.row_key.cmp(&b.row_key));
     Ok(Some(differences))
 }

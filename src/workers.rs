@@ -248,8 +248,7 @@ fn system_metadata(reason: String, cause: Option<&StoredEvent>) -> Metadata {
         if let Ok(serde_json::Value::Object(caused_by)) =
             serde_json::from_str::<serde_json::Value>(&event.metadata)
         {
-            if let Some(serde_json::Value::String(correlation)) = caused_by.get("correlation_id")
-            {
+            if let Some(serde_json::Value::String(correlation)) = caused_by.get("correlation_id") {
                 metadata.insert("correlation_id".into(), correlation.clone());
             }
         }
@@ -324,7 +323,11 @@ impl Work for ProcessManager {
                         continue;
                     }
                     let metadata = system_metadata(
-                        format!("follow-up of {} at position {}", stored.event_type, stored.position()),
+                        format!(
+                            "follow-up of {} at position {}",
+                            stored.event_type,
+                            stored.position()
+                        ),
                         Some(stored),
                     );
                     match context.ledger.dispatch(follow_up, &metadata).await {
@@ -356,8 +359,12 @@ impl Work for Shredder {
         Box::pin(async move {
             let context = &self.0;
             let (from, events) = effect_batch(&context.store, SHREDDER, 500).await?;
-            for stored in events.iter().filter(|event| event.event_type == "UserPurged") {
-                if let DomainEvent::User(UserEvent::UserPurged { key_id, .. }) = stored.decode()?.event
+            for stored in events
+                .iter()
+                .filter(|event| event.event_type == "UserPurged")
+            {
+                if let DomainEvent::User(UserEvent::UserPurged { key_id, .. }) =
+                    stored.decode()?.event
                 {
                     context
                         .vault
@@ -398,12 +405,22 @@ impl Work for Scheduler {
             let due = due_timers(&context.store, &projections::instant_key(now), 50).await?;
             for (row_key, due_at, doc) in &due {
                 let timer: Timer = projections::rows::decode(row_key, doc)?;
-                let metadata = system_metadata(format!("timer {} due at {due_at}", timer.key), None);
-                let outcome = match context.ledger.dispatch(timer.action.follow_up(now), &metadata).await {
+                let metadata =
+                    system_metadata(format!("timer {} due at {due_at}", timer.key), None);
+                let outcome = match context
+                    .ledger
+                    .dispatch(timer.action.follow_up(now), &metadata)
+                    .await
+                {
                     Ok(_) => "fired".to_owned(),
-                    Err(LedgerError::Domain(refusal)) => format!("nothing to do: {}", refusal.code()),
+                    Err(LedgerError::Domain(refusal)) => {
+                        format!("nothing to do: {}", refusal.code())
+                    }
                     Err(error) => {
-                        return Err(ConsumerError::Interrupted(format!("timer {}: {error}", timer.key)))
+                        return Err(ConsumerError::Interrupted(format!(
+                            "timer {}: {error}",
+                            timer.key
+                        )))
                     }
                 };
                 info!(timer = %timer.key, %due_at, %outcome, "timer fired");

@@ -143,7 +143,8 @@ impl Projection for Billing {
                 trial: *trial,
             },
             other => {
-                let Some(mut state) = rows.load::<BillingState>(&state_key(subscription_id))? else {
+                let Some(mut state) = rows.load::<BillingState>(&state_key(subscription_id))?
+                else {
                     return Ok(());
                 };
                 if let Some(seats) = other.seats() {
@@ -289,7 +290,10 @@ impl Month {
     }
 
     fn last_day(self) -> NaiveDate {
-        self.next().first_day().pred_opt().expect("a month has a last day")
+        self.next()
+            .first_day()
+            .pred_opt()
+            .expect("a month has a last day")
     }
 }
 
@@ -378,7 +382,10 @@ pub fn invoice(billing_profile_id: Uuid, month: Month, entries: &[BillingEntry])
     let previous_begins = previous.start();
     let mut timelines: BTreeMap<Uuid, Vec<&BillingEntry>> = BTreeMap::new();
     for entry in entries.iter().filter(|entry| entry.at < begins) {
-        timelines.entry(entry.subscription_id).or_default().push(entry);
+        timelines
+            .entry(entry.subscription_id)
+            .or_default()
+            .push(entry);
     }
     let mut charges = Vec::new();
     let mut prorations = Vec::new();
@@ -480,7 +487,8 @@ pub fn entries_in(
     let billed: Vec<BilledSubscription> = rows.scoped(BILLED, &billing_profile_id.to_string())?;
     let mut entries = Vec::new();
     for subscription in billed {
-        entries.extend(rows.scoped::<BillingEntry>(ENTRY, &subscription.subscription_id.to_string())?);
+        entries
+            .extend(rows.scoped::<BillingEntry>(ENTRY, &subscription.subscription_id.to_string())?);
     }
     Ok(entries)
 }

@@ -49,7 +49,8 @@ impl Projection for Timers {
             match follow_up {
                 FollowUp::Schedule(timer) => save(rows, &timer),
                 FollowUp::Cancel { key } => rows.delete(&row_key(&key)),
-                FollowUp::Tenant { .. } | FollowUp::Subscription { .. } | FollowUp::User { .. } => {}
+                FollowUp::Tenant { .. } | FollowUp::Subscription { .. } | FollowUp::User { .. } => {
+                }
             }
         }
         Ok(())

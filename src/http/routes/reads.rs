@@ -8,7 +8,7 @@ use axum::extract::{Path, Query, State};
 use axum::routing::get;
 use axum::Router;
 use chrono::{DateTime, Utc};
-use projections::billing::{self, BillingEntry, BilledSubscription, Month};
+use projections::billing::{self, BilledSubscription, BillingEntry, Month};
 use projections::licenses::{self, AssignedDoc, SeatsDoc};
 use projections::users::{self, UserListStatus, UserRow};
 use projections::{LoggedEvent, Projection, RowSet};
@@ -197,12 +197,20 @@ async fn users(
             }
             events.sort_by_key(|event| event.position);
             let rows = fold(&users::Users, &events)?;
-            (users::users_in(&rows, tenant_id).map_err(internal)?, position)
+            (
+                users::users_in(&rows, tenant_id).map_err(internal)?,
+                position,
+            )
         }
         None => {
             let position = projections_position(&state).await?;
-            let docs = scoped_docs(&state.store, users::NAME, users::USER, &tenant_id.to_string())
-                .await?;
+            let docs = scoped_docs(
+                &state.store,
+                users::NAME,
+                users::USER,
+                &tenant_id.to_string(),
+            )
+            .await?;
             (decode_all::<UserRow>(&docs).map_err(internal)?, position)
         }
     };
