@@ -95,6 +95,8 @@ pub struct TestApp {
     pub seen_position: std::sync::Arc<std::sync::atomic::AtomicI64>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     server: Option<tokio::task::JoinHandle<()>>,
+    /// Whether this instance removes the database when stopped (a second instance does not).
+    owns_database: bool,
 }
 
 impl TestApp {
@@ -169,7 +171,7 @@ impl TestApp {
         (id(&profile), id(&tenant))
     }
 
-    /// Stops the server (gracefully) and removes the database.
+    /// Stops the server (gracefully) and removes the database, if this instance owns it.
     pub async fn stop(mut self) {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
@@ -178,7 +180,66 @@ impl TestApp {
             server.await.expect("the server task ends cleanly");
         }
         self.state.workers.stop().await;
-        self.fresh.remove().await;
+        if self.owns_database {
+            self.fresh.remove().await;
+        } else if let Store::Postgres(pool) = &self.fresh.store {
+            pool.close().await;
+        }
+    }
+
+    /// Ends this instance as a crash would: no graceful shutdown, its background work and
+    /// its connections (and with them its leases) dropped mid-step.
+    pub async fn kill(mut self) {
+        self.state.workers.abort();
+        if let Some(server) = self.server.take() {
+            server.abort();
+            let _ = server.await;
+        }
+        self.shutdown.take();
+        // Let the aborted tasks drop their lease connections before the pool goes.
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        if let Store::Postgres(pool) = &self.state.store {
+            pool.close().await;
+        }
+    }
+
+    /// Another instance of the service over this one's database, with the same admin token.
+    pub async fn second_instance(&self) -> TestApp {
+        let store = Store::connect(&self.fresh.url)
+            .await
+            .expect("the shared database opens");
+        let fresh = FreshStore {
+            store,
+            url: self.fresh.url.clone(),
+            _dir: None,
+        };
+        start_instance(
+            fresh,
+            self.admin_token.clone(),
+            self.state.clock.is_sandbox(),
+            false,
+        )
+        .await
+    }
+
+    /// Polls `probe` every 50 ms until it returns `Some`, or panics naming `what` after
+    /// `seconds`.
+    pub async fn eventually<T, F, Fut>(&self, seconds: u64, what: &str, mut probe: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(seconds);
+        loop {
+            if let Some(found) = probe().await {
+                return found;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "not within {seconds} s: {what}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
     }
 }
 
@@ -187,9 +248,18 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 }
 
 pub async fn spawn_app_with(backend: Backend, sandbox_clock: bool) -> TestApp {
-    use clap::Parser;
     let fresh = fresh_store(backend).await;
     let admin_token = format!("test-admin-{}", uuid::Uuid::new_v4());
+    start_instance(fresh, admin_token, sandbox_clock, true).await
+}
+
+async fn start_instance(
+    fresh: FreshStore,
+    admin_token: String,
+    sandbox_clock: bool,
+    owns_database: bool,
+) -> TestApp {
+    use clap::Parser;
     #[derive(Parser)]
     struct Args {
         #[command(flatten)]
@@ -227,5 +297,6 @@ pub async fn spawn_app_with(backend: Backend, sandbox_clock: bool) -> TestApp {
         seen_position: Default::default(),
         shutdown: Some(shutdown),
         server: Some(server),
+        owns_database,
     }
 }
