@@ -87,10 +87,10 @@ impl Workers {
         let mut work: Vec<Arc<dyn Work>> = projections::all()
             .into_iter()
             .map(|projection| {
-                Arc::new(ProjectionWork {
-                    runner: ProjectionRunner::new(projection, Table::Live),
-                    store: context.store.clone(),
-                }) as Arc<dyn Work>
+                Arc::new(ProjectionWork::new(
+                    ProjectionRunner::new(projection, Table::Live),
+                    context.store.clone(),
+                )) as Arc<dyn Work>
             })
             .collect();
         work.push(Arc::new(ProcessManager(context.clone())));
@@ -219,6 +219,59 @@ async fn run(
 struct ProjectionWork {
     runner: ProjectionRunner,
     store: Store,
+    lag: std::sync::Mutex<LagReport>,
+}
+
+/// When a projection last said how far behind it is.
+struct LagReport {
+    reported: tokio::time::Instant,
+    catching_up: bool,
+}
+
+/// How often a consumer that is behind logs its lag.
+const LAG_REPORT_EVERY: Duration = Duration::from_secs(10);
+
+impl ProjectionWork {
+    fn new(runner: ProjectionRunner, store: Store) -> Self {
+        Self {
+            runner,
+            store,
+            lag: std::sync::Mutex::new(LagReport {
+                reported: tokio::time::Instant::now(),
+                catching_up: false,
+            }),
+        }
+    }
+
+    /// Logs the lag (events and seconds behind) every so often while behind, and once when
+    /// caught up again.
+    async fn report(&self, full_batch: bool) -> Result<(), ConsumerError> {
+        let (due, was_catching_up) = {
+            let mut lag = self.lag.lock().expect("lag report lock");
+            let due = lag.reported.elapsed() >= LAG_REPORT_EVERY;
+            let was = lag.catching_up;
+            lag.catching_up = full_batch;
+            if due && full_batch {
+                lag.reported = tokio::time::Instant::now();
+            }
+            (due, was)
+        };
+        if full_batch && due {
+            let checkpoint = self.store.checkpoint(self.runner.consumer()).await?;
+            let (behind, oldest) = self.store.backlog(checkpoint).await?;
+            let seconds = oldest.map_or(0, |oldest| (chrono::Utc::now() - oldest).num_seconds());
+            info!(
+                consumer = self.runner.consumer(),
+                position = checkpoint.position,
+                lag_events = behind,
+                lag_seconds = seconds,
+                "projection catching up"
+            );
+        } else if was_catching_up && !full_batch {
+            info!(consumer = self.runner.consumer(), "projection caught up");
+        }
+        Ok(())
+    }
 }
 
 impl Work for ProjectionWork {
@@ -228,11 +281,13 @@ impl Work for ProjectionWork {
 
     fn step(&self) -> Step<'_> {
         Box::pin(async move {
-            let moved = self
+            let taken = self
                 .runner
                 .step(&self.store, PROJECTION_BATCH, Checkpoint::END)
                 .await?;
-            Ok(moved.is_some())
+            let full_batch = taken.is_some_and(|taken| taken.events as i64 >= PROJECTION_BATCH);
+            self.report(full_batch).await?;
+            Ok(taken.is_some())
         })
     }
 }
