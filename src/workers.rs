@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aggregates::policy::{self, FollowUp, Timer};
+use aggregates::policy::{FollowUp, Timer};
 use aggregates::user::UserEvent;
 use projections::DomainEvent;
 use tokio::sync::watch;
@@ -359,21 +359,7 @@ impl Work for ProcessManager {
             let (from, events) = effect_batch(&context.store, PROCESS_MANAGER, 100).await?;
             for stored in &events {
                 let logged = stored.decode()?;
-                let follow_ups = match &logged.event {
-                    DomainEvent::Tenant(event) => {
-                        policy::on_tenant_event(logged.aggregate_uuid()?, event)
-                    }
-                    DomainEvent::Subscription(event) => policy::on_subscription_event(
-                        logged.aggregate_uuid()?,
-                        logged.sequence(),
-                        event,
-                    ),
-                    DomainEvent::User(event) => {
-                        policy::on_user_event(logged.aggregate_uuid()?, logged.sequence(), event)
-                    }
-                    _ => Vec::new(),
-                };
-                for follow_up in follow_ups {
+                for follow_up in logged.follow_ups()? {
                     if matches!(follow_up, FollowUp::Schedule(_) | FollowUp::Cancel { .. }) {
                         continue;
                     }

@@ -102,6 +102,24 @@ impl LoggedEvent {
         }
     }
 
+    /// What the process managers of `aggregates::policy` decide on this event: follow-up
+    /// commands and timers.
+    pub fn follow_ups(&self) -> Result<Vec<aggregates::policy::FollowUp>, ProjectionError> {
+        use aggregates::policy;
+        Ok(match &self.event {
+            DomainEvent::Tenant(event) => policy::on_tenant_event(self.aggregate_uuid()?, event),
+            DomainEvent::Subscription(event) => {
+                policy::on_subscription_event(self.aggregate_uuid()?, self.sequence(), event)
+            }
+            DomainEvent::User(event) => {
+                policy::on_user_event(self.aggregate_uuid()?, self.sequence(), event)
+            }
+            DomainEvent::Catalog(_) | DomainEvent::Reseller(_) | DomainEvent::BillingProfile(_) => {
+                Vec::new()
+            }
+        })
+    }
+
     /// The sequence as the policies take it.
     pub fn sequence(&self) -> u64 {
         u64::try_from(self.sequence).unwrap_or_default()

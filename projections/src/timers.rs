@@ -3,9 +3,9 @@
 //! them from events; this projection keeps what they decided, sorted by deadline, for the
 //! scheduler. A restore cancels a purge the same way: by an event.
 
-use aggregates::policy::{self, FollowUp, Timer};
+use aggregates::policy::{FollowUp, Timer};
 
-use crate::{instant_key, DomainEvent, LoggedEvent, Projection, ProjectionError, RowSet};
+use crate::{instant_key, LoggedEvent, Projection, ProjectionError, RowSet};
 
 /// The projection's name.
 pub const NAME: &str = "timers";
@@ -31,21 +31,7 @@ impl Projection for Timers {
     }
 
     fn apply(&self, event: &LoggedEvent, rows: &mut RowSet) -> Result<(), ProjectionError> {
-        let follow_ups = match &event.event {
-            DomainEvent::Tenant(tenant_event) => {
-                policy::on_tenant_event(event.aggregate_uuid()?, tenant_event)
-            }
-            DomainEvent::Subscription(subscription_event) => policy::on_subscription_event(
-                event.aggregate_uuid()?,
-                event.sequence(),
-                subscription_event,
-            ),
-            DomainEvent::User(user_event) => {
-                policy::on_user_event(event.aggregate_uuid()?, event.sequence(), user_event)
-            }
-            _ => Vec::new(),
-        };
-        for follow_up in follow_ups {
+        for follow_up in event.follow_ups()? {
             match follow_up {
                 FollowUp::Schedule(timer) => save(rows, &timer),
                 FollowUp::Cancel { key } => rows.delete(&row_key(&key)),

@@ -115,6 +115,17 @@ fn internal(error: impl std::fmt::Display) -> ApiError {
     ApiError::Internal(error.to_string())
 }
 
+/// The live documents of one kind listed under `scope` in a projection, decoded.
+async fn listed<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    projection: &str,
+    kind: &str,
+    scope: impl ToString,
+) -> Result<Vec<T>, ApiError> {
+    let docs = scoped_docs(&state.store, projection, kind, &scope.to_string()).await?;
+    decode_all(&docs).map_err(internal)
+}
+
 #[derive(Debug, Deserialize)]
 struct LicenseQuery {
     as_of: Option<String>,
@@ -142,15 +153,10 @@ async fn licenses(
         }
         None => {
             let position = projections_position(&state).await?;
-            let scope = tenant_id.to_string();
-            let seats: Vec<SeatsDoc> = decode_all(
-                &scoped_docs(&state.store, licenses::NAME, licenses::SEATS, &scope).await?,
-            )
-            .map_err(internal)?;
-            let assigned: Vec<AssignedDoc> = decode_all(
-                &scoped_docs(&state.store, licenses::NAME, licenses::ASSIGNED, &scope).await?,
-            )
-            .map_err(internal)?;
+            let seats: Vec<SeatsDoc> =
+                listed(&state, licenses::NAME, licenses::SEATS, tenant_id).await?;
+            let assigned: Vec<AssignedDoc> =
+                listed(&state, licenses::NAME, licenses::ASSIGNED, tenant_id).await?;
             (licenses::availability(&seats, &assigned), position)
         }
     };
@@ -204,14 +210,8 @@ async fn users(
         }
         None => {
             let position = projections_position(&state).await?;
-            let docs = scoped_docs(
-                &state.store,
-                users::NAME,
-                users::USER,
-                &tenant_id.to_string(),
-            )
-            .await?;
-            (decode_all::<UserRow>(&docs).map_err(internal)?, position)
+            let rows: Vec<UserRow> = listed(&state, users::NAME, users::USER, tenant_id).await?;
+            (rows, position)
         }
     };
     let mut rows = Vec::with_capacity(listed.len());
@@ -250,16 +250,15 @@ async fn subscriptions(
     visible_tenant(&state, &principal, tenant_id).await?;
     require(&principal, HISTORIANS)?;
     let position = projections_position(&state).await?;
-    let docs = scoped_docs(
-        &state.store,
+    let states: Vec<aggregates::subscription::SubscriptionState> = listed(
+        &state,
         projections::subscriptions::NAME,
         projections::subscriptions::SUBSCRIPTION,
-        &tenant_id.to_string(),
+        tenant_id,
     )
     .await?;
     let now = state.clock.now();
-    let subscriptions: Vec<Value> = decode_all(&docs)
-        .map_err(internal)?
+    let subscriptions: Vec<Value> = states
         .iter()
         .map(|subscription| subscription_view(subscription, now))
         .collect();
@@ -283,29 +282,18 @@ async fn invoice(
         reason: error.to_string(),
     })?;
     let position = projections_position(&state).await?;
-    let billed: Vec<BilledSubscription> = decode_all(
-        &scoped_docs(
-            &state.store,
-            billing::NAME,
-            billing::BILLED,
-            &billing_profile_id.to_string(),
-        )
-        .await?,
-    )
-    .map_err(internal)?;
+    let billed: Vec<BilledSubscription> =
+        listed(&state, billing::NAME, billing::BILLED, billing_profile_id).await?;
     let mut entries: Vec<BillingEntry> = Vec::new();
     for subscription in billed {
         entries.extend(
-            decode_all::<BillingEntry>(
-                &scoped_docs(
-                    &state.store,
-                    billing::NAME,
-                    billing::ENTRY,
-                    &subscription.subscription_id.to_string(),
-                )
-                .await?,
+            listed::<BillingEntry>(
+                &state,
+                billing::NAME,
+                billing::ENTRY,
+                subscription.subscription_id,
             )
-            .map_err(internal)?,
+            .await?,
         );
     }
     let invoice = billing::invoice(billing_profile_id, month, &entries);
