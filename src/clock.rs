@@ -79,22 +79,6 @@ impl Clock {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_the_sandbox_clock_moves_and_never_backwards() {
-        assert!(Clock::system().advance(Duration::days(1)).is_none());
-        let clock = Clock::sandbox();
-        let start = clock.now();
-        let later = clock.advance(Duration::days(30)).unwrap();
-        assert!(later - start >= Duration::days(30));
-        assert!(clock.set(start).is_none());
-        assert!(clock.advance(Duration::seconds(-1)).is_none());
-    }
-}
-
 impl crate::store::Store {
     /// The sandbox clock's stored offset, if one was ever set.
     pub async fn sandbox_offset(&self) -> Result<Option<Duration>, sqlx::Error> {
@@ -121,5 +105,21 @@ impl crate::store::Store {
             .await
             .map(drop)
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_sandbox_clock_moves_and_never_backwards() {
+        assert!(Clock::system().advance(Duration::days(1)).is_none());
+        let clock = Clock::sandbox();
+        let start = clock.now();
+        let later = clock.advance(Duration::days(30)).unwrap();
+        assert!(later - start >= Duration::days(30));
+        assert!(clock.set(start).is_none());
+        assert!(clock.advance(Duration::seconds(-1)).is_none());
     }
 }

@@ -56,7 +56,7 @@ fn rows_pool_subscriptions_per_product_and_show_over_assignment() {
         removed: vec![],
         at,
     };
-    let events = vec![
+    let events = [
         TenantEvent::TenantCreated {
             tenant_id,
             domain: DomainName::parse("contoso.onmicrosoft.com").unwrap(),
