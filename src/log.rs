@@ -5,8 +5,9 @@
 //! commits, so a reader that follows `position > last` skips an event whose transaction commits
 //! after a later position's. Every event therefore records its writing transaction
 //! (`pg_current_xact_id()`), and the log is read in (transaction id, position) order, only
-//! below `pg_snapshot_xmin(pg_current_snapshot())`: every transaction below that horizon has
-//! ended, so nothing can ever appear before what has been read. Within one aggregate the order
+//! below the oldest transaction still running (`pg_current_snapshot()`'s in-progress list, less
+//! other databases' transactions): every transaction below that horizon has ended, so nothing
+//! can ever appear before what has been read. Within one aggregate the order
 //! is the stream's order (a transaction that appends to a stream takes its id after the previous
 //! append committed). On SQLite the single writer makes the position order the commit order.
 
@@ -130,16 +131,19 @@ impl Store {
         let rows: Vec<EventRow> = match self {
             Self::Postgres(pool) => {
                 sqlx::query_as(
-                    "SELECT transaction_id::text::bigint, position, aggregate_type, aggregate_id,
+                    "WITH horizon AS (SELECT ($HORIZON) AS below)
+                     SELECT transaction_id::text::bigint, position, aggregate_type, aggregate_id,
                             sequence, event_type, event_version, event_id::text,
                             to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
                             payload::text, metadata::text
-                       FROM events
+                       FROM events, horizon
                       WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2)
                         AND (transaction_id, position) <= ($3::bigint::text::xid8, $4)
-                        AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
+                        AND transaction_id < horizon.below
                       ORDER BY transaction_id, position
-                      LIMIT $5",
+                      LIMIT $5"
+                        .replace("$HORIZON", HORIZON)
+                        .as_str(),
                 )
                 .bind(after.transaction_id)
                 .bind(after.position)
@@ -307,6 +311,20 @@ impl Store {
         }
     }
 }
+
+/// The oldest transaction still running that could be writing to this database's log: the
+/// snapshot's in-progress transactions, less the ones `pg_stat_activity` shows in *other*
+/// databases (a backend never changes database, so those can never append here); without it,
+/// any long transaction anywhere on the server would hold every projection back. A transaction
+/// the activity view cannot place (hidden without `pg_read_all_stats`, prepared, or newer than
+/// the view) still counts: waiting longer is safe, skipping is not.
+const HORIZON: &str = "SELECT COALESCE(
+        (SELECT MIN(running) FROM pg_snapshot_xip(pg_current_snapshot()) AS running
+          WHERE (running::text::numeric % 4294967296)::text NOT IN (
+                SELECT backend_xid::text FROM pg_stat_activity
+                 WHERE backend_xid IS NOT NULL AND datname IS NOT NULL
+                   AND datname <> current_database())),
+        pg_snapshot_xmax(pg_current_snapshot()))";
 
 /// Shared by both backends (sqlx numbers `$n` parameters on SQLite too).
 pub(crate) const ADVANCE_CHECKPOINT: &str = "UPDATE consumer_checkpoints
