@@ -147,8 +147,8 @@ async fn with_request_context(
 /// How long a query waits for `?min_position=` before answering 504.
 pub const MIN_POSITION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// `?min_position=N` on a query: answer only once every projection has read up to N
-/// (read-your-writes), or 504 after a bounded wait.
+/// `?min_position=N` on a query: answer only once what it reads has reached N — every
+/// projection for a projection-backed read, the log for the rest — or 504 after a bounded wait.
 async fn wait_for_position(
     axum::extract::State(state): axum::extract::State<AppState>,
     request: Request,
@@ -170,8 +170,14 @@ async fn wait_for_position(
         };
         let deadline = tokio::time::Instant::now() + MIN_POSITION_WAIT;
         let projections = projections::names();
+        let from_projections = routes::reads_projections(request.uri().path());
         loop {
-            match state.store.slowest(&projections).await.map(|(_, reached)| reached) {
+            let reached = if from_projections {
+                state.store.slowest(&projections).await.map(|(_, reached)| reached)
+            } else {
+                state.store.log_end().await
+            };
+            match reached {
                 Ok(end) if end >= wanted => break,
                 Ok(_) if tokio::time::Instant::now() < deadline => {
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
@@ -185,6 +191,23 @@ async fn wait_for_position(
                 }
                 Err(error) => return ApiError::from(error).into_response(),
             }
+        }
+    }
+    next.run(request).await
+}
+
+/// With the sandbox clock, takes over the offset another instance stored before the request
+/// runs: every instance over one store stamps commands with the same sandbox time.
+async fn shared_sandbox_time(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    if state.clock.is_sandbox() {
+        match state.store.sandbox_offset().await {
+            Ok(Some(offset)) => state.clock.adopt(offset),
+            Ok(None) => {}
+            Err(error) => return ApiError::from(error).into_response(),
         }
     }
     next.run(request).await
@@ -230,6 +253,10 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             wait_for_position,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            shared_sandbox_time,
         ))
         .layer(axum::middleware::from_fn(with_request_context))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))

@@ -37,6 +37,8 @@ pub(super) fn routes() -> Router<AppState> {
         .merge(reads::routes())
 }
 
+pub(crate) use reads::reads_projections;
+
 /// Parses an id from the path, naming the parameter when it is not a UUID.
 pub(super) fn parse_id(field: &'static str, raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::Invalid {

@@ -58,6 +58,18 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v1/users/{user_id}/history", get(user_history))
 }
 
+/// Whether a GET of `path` is answered from the projections (and so must wait for them to
+/// reach `?min_position=`); other reads use the aggregates or the log, current once the log
+/// holds the position.
+pub(crate) fn reads_projections(path: &str) -> bool {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    matches!(
+        segments.as_slice(),
+        ["", "v1", "tenants", _, "licenses" | "users" | "subscriptions"]
+            | ["", "v1", "billing-profiles", _, "invoices", _]
+    )
+}
+
 /// How far every projection has read (what a projection-backed answer reports).
 pub(crate) async fn projections_position(state: &AppState) -> Result<i64, ApiError> {
     Ok(state.store.slowest(&projections::names()).await?.1)
