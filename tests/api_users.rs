@@ -282,6 +282,9 @@ async fn users(backend: Backend) {
         None,
     )
     .await;
+    // The scheduler would purge at the deadline and the answer would become `user_purged`:
+    // stop the background work so this asks the restore rule itself.
+    app.state.workers.stop().await;
     let (status, _) = call(
         &app,
         Method::POST,

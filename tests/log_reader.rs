@@ -1,0 +1,848 @@
+//! The global log as its consumers read it: a checkpointed reader sees every committed event
+//! exactly once even when transactions commit out of position order (PostgreSQL's late
+//! commits), a projection killed between applying a batch and committing its checkpoint
+//! resumes without losing or repeating an event, and two runners of one projection racing over
+//! the same checkpoint never both apply a batch.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aggregates::catalog::{default_catalog, offers};
+use aggregates::personal::{PrincipalFingerprint, SealedDetails};
+use aggregates::policy::FollowUp;
+use aggregates::tenant::TenantCommand;
+use aggregates::user::UserCommand;
+use aggregates::values::{DomainName, OfferId, OrganisationName, ProvisioningId, Quantity, Term, UserRole};
+use aggregates::CommercialRules;
+use chrono::{TimeZone, Utc};
+use projections::licenses::{AssignedDoc, Licenses};
+use projections::users::{UserListStatus, UserRow, Users};
+use projections::{LoggedEvent, Projection, RowSet};
+use seatledger::ledger::Metadata;
+use seatledger::log::{Checkpoint, StoredEvent};
+use seatledger::read_models::{scoped_docs, ConsumerError, ProjectionRunner, Table};
+use seatledger::store::Store;
+use seatledger::{with_ledger, AnyLedger};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use support::{fresh_store, Backend};
+use uuid::Uuid;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// A small xorshift generator: the tests only need cheap, per-task randomness.
+struct Rng(u64);
+
+impl Rng {
+    fn new() -> Self {
+        Self((Uuid::new_v4().as_u128() as u64) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// Waits until every event in the database lies below the PostgreSQL snapshot horizon (no
+/// transaction that could still be running, anywhere in the cluster, is older than an event),
+/// so a `read_log` issued afterwards sees the whole log. Immediate on SQLite.
+async fn wait_for_settled_log(store: &Store) {
+    let Store::Postgres(pool) = store else {
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let pending: bool = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM events
+                             WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot()))",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if !pending {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the snapshot horizon did not pass the log's last transaction within 20 s \
+             (a long transaction elsewhere in the cluster?)"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// The whole log, decoded, once it has settled.
+async fn whole_log(store: &Store) -> (Vec<StoredEvent>, Vec<LoggedEvent>) {
+    wait_for_settled_log(store).await;
+    let stored = store
+        .read_log(Checkpoint::default(), Checkpoint::END, i64::MAX)
+        .await
+        .unwrap();
+    let logged = stored
+        .iter()
+        .map(|event| event.decode().expect("every logged event decodes"))
+        .collect();
+    (stored, logged)
+}
+
+/// One read-model row, with its document parsed so that equal documents compare equal.
+type RowImage = (String, String, String, serde_json::Value);
+
+/// Every live row of `projection` in the store, by key.
+async fn stored_rows(store: &Store, projection: &str) -> BTreeMap<String, RowImage> {
+    const SQL: &str = "SELECT row_key, kind, scope, sort_key, doc FROM read_models WHERE projection = $1";
+    let rows: Vec<(String, String, String, String, String)> = match store {
+        Store::Postgres(pool) => sqlx::query_as(SQL).bind(projection).fetch_all(pool).await,
+        Store::Sqlite(pool) => sqlx::query_as(SQL).bind(projection).fetch_all(pool).await,
+    }
+    .unwrap();
+    rows.into_iter()
+        .map(|(key, kind, scope, sort_key, doc)| {
+            let doc = serde_json::from_str(&doc)
+                .unwrap_or_else(|error| panic!("row '{key}' holds no JSON ({error}): {doc}"));
+            (key, (kind, scope, sort_key, doc))
+        })
+        .collect()
+}
+
+/// The rows of `projection` folded in memory from `events` (what a replay computes).
+fn folded_rows(projection: &dyn Projection, events: &[LoggedEvent]) -> BTreeMap<String, RowImage> {
+    let mut rows = RowSet::complete();
+    projections::fold(projection, events, &mut rows).expect("the log folds");
+    rows.iter()
+        .map(|(key, row)| {
+            let doc = serde_json::from_str(&row.doc).expect("folded documents are JSON");
+            (
+                key.clone(),
+                (row.kind.clone(), row.scope.clone(), row.sort_key.clone(), doc),
+            )
+        })
+        .collect()
+}
+
+/// Asserts that the stored rows are the folded rows, naming each row that differs.
+fn assert_rows_match(
+    what: &str,
+    stored: &BTreeMap<String, RowImage>,
+    folded: &BTreeMap<String, RowImage>,
+) {
+    let mut differences = Vec::new();
+    for (key, row) in stored {
+        match folded.get(key) {
+            None => differences.push(format!("only stored: {key} = {row:?}")),
+            Some(expected) if expected != row => differences.push(format!(
+                "differs: {key}\n    stored: {row:?}\n    folded: {expected:?}"
+            )),
+            Some(_) => {}
+        }
+    }
+    for (key, row) in folded {
+        if !stored.contains_key(key) {
+            differences.push(format!("missing from the store: {key} = {row:?}"));
+        }
+    }
+    assert!(
+        differences.is_empty(),
+        "{what}: the stored rows ({}) are not the fold of the log ({}):\n  {}",
+        stored.len(),
+        folded.len(),
+        differences.join("\n  ")
+    );
+}
+
+/// What the licence workload leaves behind, as the write side counts it.
+struct Workload {
+    tenant_id: Uuid,
+    product: ProvisioningId,
+    users: usize,
+    /// Users holding the product at the end.
+    holders: u32,
+}
+
+/// A realistic run of the write side: a tenant buys 50 Business Premium seats, registers 30
+/// users and gives each a licence; five users are deleted (their seats are released), one of
+/// them is restored (its seat reinstated), and two users hand their licence back.
+async fn licence_workload(store: &Store) -> Workload {
+    const USERS: usize = 30;
+    let any = AnyLedger::new(store.clone(), CommercialRules::default());
+    let at = Utc.with_ymd_and_hms(2026, 1, 1, 9, 0, 0).unwrap();
+    let tenant_id = Uuid::new_v4();
+    let bp = default_catalog()
+        .get(&OfferId::parse(offers::BUSINESS_PREMIUM).unwrap())
+        .unwrap()
+        .clone();
+    let product = bp.provisioning_id.clone();
+    let metadata = Metadata::from([("request_id".to_owned(), "log-reader-test".to_owned())]);
+    let user_ids: Vec<Uuid> = (0..USERS).map(|_| Uuid::new_v4()).collect();
+    let holders = with_ledger!(&any, ledger => {
+        let tenant = |command| FollowUp::Tenant { tenant_id, command };
+        ledger
+            .dispatch(tenant(TenantCommand::CreateTenant {
+                tenant_id,
+                domain: DomainName::parse("contoso.onmicrosoft.com").unwrap(),
+                name: OrganisationName::parse("Contoso").unwrap(),
+                reseller_id: None,
+                at,
+            }), &metadata)
+            .await
+            .unwrap()
+            .expect("tenant created");
+        ledger
+            .dispatch(tenant(TenantCommand::PurchaseSubscription {
+                subscription_id: Uuid::new_v4(),
+                offer: bp.clone(),
+                quantity: Quantity::parse("quantity", 50).unwrap(),
+                term: Term::Monthly,
+                billing_profile_id: Uuid::new_v4(),
+                trial: false,
+                at,
+            }), &metadata)
+            .await
+            .unwrap()
+            .expect("purchase recorded");
+        for (n, user_id) in user_ids.iter().enumerate() {
+            ledger
+                .dispatch(tenant(TenantCommand::RegisterUser {
+                    user_id: *user_id,
+                    principal_domain: DomainName::parse("contoso.onmicrosoft.com").unwrap(),
+                    fingerprint: PrincipalFingerprint::parse(&format!("{n:064x}")).unwrap(),
+                    details: SealedDetails { key_id: *user_id, ciphertext: "c2VhbGVk".into() },
+                    role: UserRole::User,
+                    at,
+                }), &metadata)
+                .await
+                .unwrap();
+            ledger
+                .dispatch(tenant(TenantCommand::AssignLicenses {
+                    user_id: *user_id,
+                    add: vec![bp.id],
+                    remove: vec![],
+                    at,
+                }), &metadata)
+                .await
+                .unwrap();
+        }
+        for user_id in &user_ids[..5] {
+            ledger
+                .dispatch(FollowUp::User { user_id: *user_id, command: UserCommand::DeleteUser { at } }, &metadata)
+                .await
+                .unwrap();
+        }
+        ledger
+            .dispatch(FollowUp::User { user_id: user_ids[0], command: UserCommand::RestoreUser { at } }, &metadata)
+            .await
+            .unwrap();
+        for user_id in &user_ids[10..12] {
+            ledger
+                .dispatch(tenant(TenantCommand::AssignLicenses {
+                    user_id: *user_id,
+                    add: vec![],
+                    remove: vec![bp.id],
+                    at,
+                }), &metadata)
+                .await
+                .unwrap();
+        }
+        ledger.tenant(tenant_id).await.unwrap().seats(&product).assigned
+    });
+    // 30 assigned, 5 released by deletion, 1 reinstated by the restore, 2 handed back.
+    assert_eq!(holders, 24, "the write side's own count of licence holders");
+    Workload {
+        tenant_id,
+        product,
+        users: USERS,
+        holders,
+    }
+}
+
+/// Checks the rows a runner left against the fold of the whole log, and the counts the
+/// licences and users views show against the write side's.
+async fn assert_projection_matches_log(
+    store: &Store,
+    projection: &dyn Projection,
+    logged: &[LoggedEvent],
+    workload: &Workload,
+    context: &str,
+) {
+    let stored = stored_rows(store, projection.name()).await;
+    assert_rows_match(
+        &format!("{context}: projection '{}'", projection.name()),
+        &stored,
+        &folded_rows(projection, logged),
+    );
+    let tenant = workload.tenant_id.to_string();
+    match projection.name() {
+        projections::licenses::NAME => {
+            let assigned: Vec<AssignedDoc> = seatledger::read_models::decode_all(
+                &scoped_docs(store, projections::licenses::NAME, projections::licenses::ASSIGNED, &tenant)
+                    .await
+                    .unwrap(),
+            )
+            .unwrap();
+            assert_eq!(
+                assigned
+                    .iter()
+                    .map(|doc| (doc.sku.clone(), doc.holders))
+                    .collect::<Vec<_>>(),
+                vec![(workload.product.clone(), workload.holders)],
+                "{context}: the 'assigned' rows of the tenant count every licence holder once"
+            );
+        }
+        projections::users::NAME => {
+            let users: Vec<UserRow> = seatledger::read_models::decode_all(
+                &scoped_docs(store, projections::users::NAME, projections::users::USER, &tenant)
+                    .await
+                    .unwrap(),
+            )
+            .unwrap();
+            assert_eq!(users.len(), workload.users, "{context}: every user is listed once");
+            let holding = users
+                .iter()
+                .filter(|user| user.licenses.contains(&workload.product))
+                .count();
+            assert_eq!(holding, workload.holders as usize, "{context}: users listed with the licence");
+            let deleted = users
+                .iter()
+                .filter(|user| user.status == UserListStatus::Deleted)
+                .count();
+            assert_eq!(deleted, 4, "{context}: five deleted, one restored");
+        }
+        other => unreachable!("no checks for projection {other}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1. The checkpointed reader under concurrent writers with late commits and rollbacks
+// ---------------------------------------------------------------------------------------------
+
+const WRITERS: usize = 16;
+const STREAMS_PER_ROUND: usize = 24;
+const EVENTS_PER_ROUND: i64 = 2000;
+const ROUNDS: usize = 3;
+
+#[derive(Debug, Default, Clone, Copy)]
+struct WriterStats {
+    committed_transactions: usize,
+    committed_events: usize,
+    rollbacks: usize,
+    conflicts: usize,
+}
+
+/// Appends to random streams of this round as an event repository does (read the stream's
+/// last sequence, insert the next ones, a duplicate sequence is a conflict), holding each
+/// transaction open 0–15 ms before it commits, so that positions taken later often commit
+/// earlier; one transaction in eight rolls back, leaving a gap in the positions.
+async fn writer(pool: PgPool, streams: Arc<Vec<String>>, budget: Arc<AtomicI64>) -> WriterStats {
+    let mut rng = Rng::new();
+    let mut stats = WriterStats::default();
+    while budget.load(Ordering::SeqCst) > 0 {
+        let stream = &streams[rng.below(streams.len() as u64) as usize];
+        let count = 1 + rng.below(3) as i64;
+        let mut tx = pool.begin().await.unwrap();
+        let last: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(sequence), 0) FROM events
+              WHERE aggregate_type = 'probe' AND aggregate_id = $1",
+        )
+        .bind(stream)
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        let mut conflict = false;
+        for n in 1..=count {
+            let inserted = sqlx::query(
+                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
+                                     event_version, payload, metadata)
+                 VALUES ('probe', $1, $2, 'Probed', '1', json_build_object('n', $2), '{}'::json)",
+            )
+            .bind(stream)
+            .bind(last + n)
+            .execute(&mut *tx)
+            .await;
+            match inserted {
+                Ok(_) => {}
+                Err(sqlx::Error::Database(error)) if error.is_unique_violation() => {
+                    conflict = true;
+                    break;
+                }
+                Err(error) => panic!("insert into events failed: {error}"),
+            }
+        }
+        if conflict {
+            tx.rollback().await.unwrap();
+            stats.conflicts += 1;
+            continue;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.below(16))).await;
+        if rng.below(8) == 0 {
+            tx.rollback().await.unwrap();
+            stats.rollbacks += 1;
+        } else {
+            tx.commit().await.unwrap();
+            stats.committed_transactions += 1;
+            stats.committed_events += count as usize;
+            budget.fetch_sub(count, Ordering::SeqCst);
+        }
+    }
+    stats
+}
+
+/// One event as the checkpointed reader took it in.
+#[derive(Debug, Clone)]
+struct Seen {
+    checkpoint: Checkpoint,
+    aggregate_id: String,
+    sequence: i64,
+}
+
+/// Follows the log with `read_log` from `checkpoint`, 50 events at a time, until the writers
+/// are done and the log has been drained.
+async fn checkpointed_reader(
+    store: Store,
+    mut checkpoint: Checkpoint,
+    writers_done: Arc<AtomicBool>,
+) -> (Checkpoint, Vec<Seen>, usize) {
+    let Store::Postgres(pool) = &store else {
+        unreachable!("a PostgreSQL test")
+    };
+    let mut seen = Vec::new();
+    let mut reads = 0;
+    let mut drain_deadline = None;
+    loop {
+        // Once the writers are done, the log is drained when every event was below the horizon
+        // before a read that comes back empty (the horizon only moves forward).
+        let settled = if writers_done.load(Ordering::SeqCst) {
+            let deadline =
+                *drain_deadline.get_or_insert_with(|| Instant::now() + Duration::from_secs(15));
+            assert!(
+                Instant::now() < deadline,
+                "the reader could not drain the log within 15 s of the writers finishing"
+            );
+            !sqlx::query_scalar::<_, bool>(
+                "SELECT EXISTS (SELECT 1 FROM events
+                                 WHERE transaction_id >= pg_snapshot_xmin(pg_current_snapshot()))",
+            )
+            .fetch_one(pool)
+            .await
+            .unwrap()
+        } else {
+            false
+        };
+        let batch = store
+            .read_log(checkpoint, Checkpoint::END, 50)
+            .await
+            .unwrap();
+        reads += 1;
+        assert!(batch.len() <= 50, "read_log returned {} events for a limit of 50", batch.len());
+        if batch.is_empty() {
+            if settled {
+                return (checkpoint, seen, reads);
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            continue;
+        }
+        for event in batch {
+            assert!(
+                event.checkpoint > checkpoint,
+                "read_log returned {:?} at or before the checkpoint {checkpoint:?} it was given",
+                event.checkpoint
+            );
+            checkpoint = event.checkpoint;
+            seen.push(Seen {
+                checkpoint: event.checkpoint,
+                aggregate_id: event.aggregate_id,
+                sequence: event.sequence,
+            });
+        }
+    }
+}
+
+/// Follows the log the naive way, `position > last`, to show what that loses.
+async fn naive_reader(pool: PgPool, mut last: i64, writers_done: Arc<AtomicBool>) -> (i64, Vec<i64>) {
+    let mut seen = Vec::new();
+    loop {
+        let done = writers_done.load(Ordering::SeqCst);
+        let positions: Vec<i64> =
+            sqlx::query_scalar("SELECT position FROM events WHERE position > $1 ORDER BY position")
+                .bind(last)
+                .fetch_all(&pool)
+                .await
+                .unwrap();
+        if let Some(max) = positions.last() {
+            last = *max;
+        }
+        seen.extend(positions);
+        if done {
+            // Every transaction had ended before that read: nothing more will appear.
+            return (last, seen);
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn reader_sees_every_event_exactly_once_under_concurrent_writers() {
+    let started = Instant::now();
+    let fresh = fresh_store(Backend::Postgres).await;
+    let pool = PgPoolOptions::new()
+        .max_connections(WRITERS as u32 + 2)
+        .connect(&fresh.url)
+        .await
+        .unwrap();
+
+    let mut checkpoint = Checkpoint::default();
+    let mut naive_last = 0;
+    let mut seen: Vec<Seen> = Vec::new();
+    let mut naive_seen: Vec<i64> = Vec::new();
+    let mut naive_skipped_total = 0;
+    for round in 0..ROUNDS {
+        let streams: Arc<Vec<String>> = Arc::new(
+            (0..STREAMS_PER_ROUND)
+                .map(|n| format!("round{round}-stream{n}"))
+                .collect(),
+        );
+        let budget = Arc::new(AtomicI64::new(EVENTS_PER_ROUND));
+        let writers_done = Arc::new(AtomicBool::new(false));
+        let reader = tokio::spawn(checkpointed_reader(
+            fresh.store.clone(),
+            checkpoint,
+            writers_done.clone(),
+        ));
+        let naive = tokio::spawn(naive_reader(pool.clone(), naive_last, writers_done.clone()));
+        let writers: Vec<_> = (0..WRITERS)
+            .map(|_| tokio::spawn(writer(pool.clone(), streams.clone(), budget.clone())))
+            .collect();
+        let mut stats = WriterStats::default();
+        for handle in writers {
+            let one = handle.await.expect("a writer panicked");
+            stats.committed_transactions += one.committed_transactions;
+            stats.committed_events += one.committed_events;
+            stats.rollbacks += one.rollbacks;
+            stats.conflicts += one.conflicts;
+        }
+        writers_done.store(true, Ordering::SeqCst);
+        let (reached, round_seen, reads) = reader.await.expect("the checkpointed reader panicked");
+        let (reached_naive, round_naive) = naive.await.expect("the naive reader panicked");
+        checkpoint = reached;
+        naive_last = reached_naive;
+        seen.extend(round_seen);
+        naive_seen.extend(round_naive);
+
+        let Store::Postgres(store_pool) = &fresh.store else {
+            unreachable!()
+        };
+        let mut in_table: Vec<i64> = sqlx::query_scalar("SELECT position FROM events")
+            .fetch_all(store_pool)
+            .await
+            .unwrap();
+        in_table.sort_unstable();
+        let round_events: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM events WHERE aggregate_id LIKE $1",
+        )
+        .bind(format!("round{round}-%"))
+        .fetch_one(store_pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            round_events, stats.committed_events as i64,
+            "round {round}: the table holds what the writers committed"
+        );
+
+        // Exactly once: no position read twice, and the positions read are the table's.
+        let mut read_positions: Vec<i64> = seen.iter().map(|s| s.checkpoint.position).collect();
+        read_positions.sort_unstable();
+        let mut duplicates: Vec<i64> = read_positions
+            .windows(2)
+            .filter(|pair| pair[0] == pair[1])
+            .map(|pair| pair[0])
+            .collect();
+        duplicates.dedup();
+        assert!(
+            duplicates.is_empty(),
+            "round {round}: positions read more than once: {duplicates:?}"
+        );
+        let read_set: HashSet<i64> = read_positions.iter().copied().collect();
+        let table_set: HashSet<i64> = in_table.iter().copied().collect();
+        let mut missed: Vec<i64> = table_set.difference(&read_set).copied().collect();
+        missed.sort_unstable();
+        let mut phantom: Vec<i64> = read_set.difference(&table_set).copied().collect();
+        phantom.sort_unstable();
+        assert!(
+            missed.is_empty() && phantom.is_empty(),
+            "round {round}: the checkpointed reader skipped {} committed events (first: {:?}) \
+             and read {} that are not in the table (first: {:?})",
+            missed.len(),
+            &missed[..missed.len().min(20)],
+            phantom.len(),
+            &phantom[..phantom.len().min(20)]
+        );
+
+        // Each stream in its order: sequences 1, 2, 3… with neither gap nor reordering.
+        let mut next: HashMap<&str, i64> = HashMap::new();
+        for event in &seen {
+            let expected = next.entry(event.aggregate_id.as_str()).or_insert(1);
+            assert_eq!(
+                event.sequence, *expected,
+                "round {round}: stream {} arrived out of order at {:?}",
+                event.aggregate_id, event.checkpoint
+            );
+            *expected += 1;
+        }
+
+        let naive_set: HashSet<i64> = naive_seen.iter().copied().collect();
+        let naive_skipped = table_set.difference(&naive_set).count();
+        naive_skipped_total = naive_skipped;
+        println!(
+            "round {round}: {} events in {} transactions ({} rolled back, {} sequence conflicts); \
+             the checkpointed reader took {} events in {reads} reads and skipped 0; a naive \
+             `position > last` reader skipped {naive_skipped} of {} so far",
+            stats.committed_events,
+            stats.committed_transactions,
+            stats.rollbacks,
+            stats.conflicts,
+            read_positions.len(),
+            table_set.len()
+        );
+    }
+    println!(
+        "{ROUNDS} rounds in {:.1} s; naive reader skipped {naive_skipped_total} events in all",
+        started.elapsed().as_secs_f64()
+    );
+    pool.close().await;
+    fresh.remove().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. A consumer killed between applying a batch and committing its checkpoint
+// ---------------------------------------------------------------------------------------------
+
+/// Runs `projection` over the whole log, crashing every batch once before its commit (with a
+/// limit that ends it mid-way through the workload's commands) and then resuming with a fresh
+/// runner and a different limit, so that crashed and committed batches never line up.
+async fn crash_and_resume(
+    store: &Store,
+    projection: Arc<dyn Projection>,
+    stored: &[StoredEvent],
+    logged: &[LoggedEvent],
+    workload: &Workload,
+    context: &str,
+) {
+    let consumer = ProjectionRunner::new(projection.clone(), Table::Live)
+        .consumer()
+        .to_owned();
+    store.ensure_checkpoint(&consumer).await.unwrap();
+    let end = stored.last().expect("the workload wrote events").checkpoint;
+    let crash_limits = [7_i64, 11, 7, 13];
+    let resume_limits = [5_i64, 7, 3, 9];
+    let mut crashes = 0;
+    let mut taken_in_all = 0;
+    let mut round = 0;
+    loop {
+        let before = store.checkpoint(&consumer).await.unwrap();
+        let rows_before = stored_rows(store, projection.name()).await;
+        // A first crash, and on every third batch a second one at the same place.
+        for attempt in 0..(1 + usize::from(round % 3 == 0)) {
+            let called = AtomicBool::new(false);
+            let limit = crash_limits[(round + attempt) % crash_limits.len()];
+            let crashed = ProjectionRunner::new(projection.clone(), Table::Live)
+                .step_interrupted(store, limit, Checkpoint::END, || {
+                    called.store(true, Ordering::SeqCst);
+                    Err(ConsumerError::Interrupted(format!("killed in batch {round}")))
+                })
+                .await;
+            match crashed {
+                Err(ConsumerError::Interrupted(_)) => {
+                    assert!(called.load(Ordering::SeqCst));
+                    crashes += 1;
+                }
+                Ok(None) => {
+                    assert_eq!(before, end, "{context}: nothing left to read before the end of the log");
+                }
+                other => panic!("{context}: the crashing step ended with {other:?}"),
+            }
+            assert_eq!(
+                store.checkpoint(&consumer).await.unwrap(),
+                before,
+                "{context}: a batch killed before its commit moved the checkpoint"
+            );
+            let rows_after = stored_rows(store, projection.name()).await;
+            assert!(
+                rows_after == rows_before,
+                "{context}: a batch killed before its commit left rows behind ({} rows before, {} after)",
+                rows_before.len(),
+                rows_after.len()
+            );
+        }
+        // The restarted consumer.
+        let resume_limit = resume_limits[round % resume_limits.len()];
+        let taken = ProjectionRunner::new(projection.clone(), Table::Live)
+            .step(store, resume_limit, Checkpoint::END)
+            .await
+            .unwrap_or_else(|error| panic!("{context}: the resumed step failed: {error}"));
+        let Some(taken) = taken else {
+            assert_eq!(before, end, "{context}: the runner stopped before the end of the log");
+            break;
+        };
+        assert!(
+            taken.events >= 1 && taken.events as i64 <= resume_limit,
+            "{context}: a step of limit {resume_limit} took {} events",
+            taken.events
+        );
+        assert!(taken.checkpoint > before, "{context}: the checkpoint went backwards");
+        assert_eq!(store.checkpoint(&consumer).await.unwrap(), taken.checkpoint);
+        let expected_events = stored
+            .iter()
+            .filter(|event| event.checkpoint > before && event.checkpoint <= taken.checkpoint)
+            .count();
+        assert_eq!(
+            taken.events, expected_events,
+            "{context}: the resumed batch is the events just after the checkpoint"
+        );
+        taken_in_all += taken.events;
+        round += 1;
+    }
+    assert_eq!(
+        taken_in_all,
+        stored.len(),
+        "{context}: the committed batches add up to the log"
+    );
+    assert!(crashes >= 10, "{context}: only {crashes} crashes were simulated");
+    assert_eq!(store.checkpoint(&consumer).await.unwrap(), end);
+    assert_projection_matches_log(store, projection.as_ref(), logged, workload, context).await;
+}
+
+async fn killed_consumer_resumes(backend: Backend) {
+    let fresh = fresh_store(backend).await;
+    let workload = licence_workload(&fresh.store).await;
+    let (stored, logged) = whole_log(&fresh.store).await;
+    assert!(stored.len() > 60, "the workload wrote {} events", stored.len());
+    for projection in [
+        Arc::new(Licenses) as Arc<dyn Projection>,
+        Arc::new(Users) as Arc<dyn Projection>,
+    ] {
+        let context = format!("{backend:?}/{}", projection.name());
+        crash_and_resume(&fresh.store, projection, &stored, &logged, &workload, &context).await;
+    }
+    fresh.remove().await;
+}
+
+#[tokio::test]
+async fn a_consumer_killed_before_its_checkpoint_resumes_without_loss_or_double_count_on_postgres() {
+    killed_consumer_resumes(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn a_consumer_killed_before_its_checkpoint_resumes_without_loss_or_double_count_on_sqlite() {
+    killed_consumer_resumes(Backend::Sqlite).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. Two runners of one projection, no lease
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Default)]
+struct RunnerStats {
+    batches: usize,
+    events: usize,
+    overtaken: usize,
+    /// Where each committed batch left the checkpoint.
+    ends: Vec<Checkpoint>,
+}
+
+/// Steps `runner` until the projection's checkpoint reaches `end`. Each batch pauses briefly
+/// between moving the checkpoint and committing, which widens the window in which the other
+/// runner reads the old checkpoint and folds the same events.
+async fn race(store: Store, runner: ProjectionRunner, end: Checkpoint) -> RunnerStats {
+    let mut stats = RunnerStats::default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        assert!(Instant::now() < deadline, "the runners did not reach the end of the log in 30 s");
+        let stepped = runner
+            .step_interrupted(&store, 4, Checkpoint::END, || {
+                std::thread::sleep(Duration::from_millis(2));
+                Ok(())
+            })
+            .await;
+        match stepped {
+            Ok(Some(taken)) => {
+                stats.batches += 1;
+                stats.events += taken.events;
+                stats.ends.push(taken.checkpoint);
+            }
+            Ok(None) => {
+                if store.checkpoint(runner.consumer()).await.unwrap() == end {
+                    return stats;
+                }
+                tokio::task::yield_now().await;
+            }
+            Err(ConsumerError::Overtaken(consumer)) => {
+                assert_eq!(consumer, runner.consumer());
+                stats.overtaken += 1;
+            }
+            Err(error) => panic!("a racing runner failed otherwise than by being overtaken: {error}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_runners_of_one_projection_never_double_apply() {
+    let fresh = fresh_store(Backend::Postgres).await;
+    let workload = licence_workload(&fresh.store).await;
+    let (stored, logged) = whole_log(&fresh.store).await;
+    let end = stored.last().unwrap().checkpoint;
+    for projection in [
+        Arc::new(Licenses) as Arc<dyn Projection>,
+        Arc::new(Users) as Arc<dyn Projection>,
+    ] {
+        let context = format!("two runners/{}", projection.name());
+        let first = ProjectionRunner::new(projection.clone(), Table::Live);
+        let second = ProjectionRunner::new(projection.clone(), Table::Live);
+        fresh.store.ensure_checkpoint(first.consumer()).await.unwrap();
+        let (a, b) = tokio::join!(
+            tokio::spawn(race(fresh.store.clone(), first, end)),
+            tokio::spawn(race(fresh.store.clone(), second, end)),
+        );
+        let (a, b) = (a.expect("runner A panicked"), b.expect("runner B panicked"));
+        println!(
+            "{context}: runner A committed {} batches ({} events) and was overtaken {} times; \
+             runner B committed {} batches ({} events) and was overtaken {} times",
+            a.batches, a.events, a.overtaken, b.batches, b.events, b.overtaken
+        );
+        // No batch was committed twice: each committed batch left the checkpoint somewhere new.
+        let mut ends: Vec<Checkpoint> = a.ends.iter().chain(&b.ends).copied().collect();
+        ends.sort();
+        let twice: Vec<&Checkpoint> = ends
+            .windows(2)
+            .filter(|pair| pair[0] == pair[1])
+            .map(|pair| &pair[0])
+            .collect();
+        assert!(twice.is_empty(), "{context}: batches ending at {twice:?} were committed by both runners");
+        // Every committed batch took events no other committed batch took.
+        assert_eq!(
+            a.events + b.events,
+            stored.len(),
+            "{context}: the committed batches of both runners add up to the log (A took {}, B took {})",
+            a.events,
+            b.events
+        );
+        assert!(
+            a.overtaken + b.overtaken > 0,
+            "{context}: the runners never raced (neither was overtaken); the test proved nothing"
+        );
+        assert_eq!(fresh.store.checkpoint(projection.name()).await.unwrap(), end);
+        assert_projection_matches_log(&fresh.store, projection.as_ref(), &logged, &workload, &context)
+            .await;
+    }
+    fresh.remove().await;
+}
