@@ -45,15 +45,28 @@ async fn log_columns(store: &Store) -> Vec<(i64, String, String)> {
 async fn timer_keys(store: &Store) -> Vec<String> {
     use seatledger::log::Checkpoint;
     use seatledger::read_models::{ProjectionRunner, Table};
-    let runner = ProjectionRunner::new(std::sync::Arc::new(projections::timers::Timers), Table::Live);
+    let runner = ProjectionRunner::new(
+        std::sync::Arc::new(projections::timers::Timers),
+        Table::Live,
+    );
     store.ensure_checkpoint(runner.consumer()).await.unwrap();
-    while runner.step(store, 100, Checkpoint::END).await.unwrap().is_some() {}
-    seatledger::read_models::scoped_docs(store, projections::timers::NAME, projections::timers::TIMER, "")
+    while runner
+        .step(store, 100, Checkpoint::END)
         .await
         .unwrap()
-        .into_iter()
-        .map(|(row_key, _)| row_key.trim_start_matches("timer/").to_owned())
-        .collect()
+        .is_some()
+    {}
+    seatledger::read_models::scoped_docs(
+        store,
+        projections::timers::NAME,
+        projections::timers::TIMER,
+        "",
+    )
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|(row_key, _)| row_key.trim_start_matches("timer/").to_owned())
+    .collect()
 }
 
 async fn purchase_assign_delete(backend: Backend) {

@@ -16,7 +16,9 @@ use aggregates::personal::{PrincipalFingerprint, SealedDetails};
 use aggregates::policy::FollowUp;
 use aggregates::tenant::TenantCommand;
 use aggregates::user::UserCommand;
-use aggregates::values::{DomainName, OfferId, OrganisationName, ProvisioningId, Quantity, Term, UserRole};
+use aggregates::values::{
+    DomainName, OfferId, OrganisationName, ProvisioningId, Quantity, Term, UserRole,
+};
 use aggregates::CommercialRules;
 use chrono::{TimeZone, Utc};
 use projections::licenses::{AssignedDoc, Licenses};
@@ -102,7 +104,8 @@ type RowImage = (String, String, String, serde_json::Value);
 
 /// Every live row of `projection` in the store, by key.
 async fn stored_rows(store: &Store, projection: &str) -> BTreeMap<String, RowImage> {
-    const SQL: &str = "SELECT row_key, kind, scope, sort_key, doc FROM read_models WHERE projection = $1";
+    const SQL: &str =
+        "SELECT row_key, kind, scope, sort_key, doc FROM read_models WHERE projection = $1";
     let rows: Vec<(String, String, String, String, String)> = match store {
         Store::Postgres(pool) => sqlx::query_as(SQL).bind(projection).fetch_all(pool).await,
         Store::Sqlite(pool) => sqlx::query_as(SQL).bind(projection).fetch_all(pool).await,
@@ -126,7 +129,12 @@ fn folded_rows(projection: &dyn Projection, events: &[LoggedEvent]) -> BTreeMap<
             let doc = serde_json::from_str(&row.doc).expect("folded documents are JSON");
             (
                 key.clone(),
-                (row.kind.clone(), row.scope.clone(), row.sort_key.clone(), doc),
+                (
+                    row.kind.clone(),
+                    row.scope.clone(),
+                    row.sort_key.clone(),
+                    doc,
+                ),
             )
         })
         .collect()
@@ -286,9 +294,14 @@ async fn assert_projection_matches_log(
     match projection.name() {
         projections::licenses::NAME => {
             let assigned: Vec<AssignedDoc> = seatledger::read_models::decode_all(
-                &scoped_docs(store, projections::licenses::NAME, projections::licenses::ASSIGNED, &tenant)
-                    .await
-                    .unwrap(),
+                &scoped_docs(
+                    store,
+                    projections::licenses::NAME,
+                    projections::licenses::ASSIGNED,
+                    &tenant,
+                )
+                .await
+                .unwrap(),
             )
             .unwrap();
             assert_eq!(
@@ -302,17 +315,29 @@ async fn assert_projection_matches_log(
         }
         projections::users::NAME => {
             let users: Vec<UserRow> = seatledger::read_models::decode_all(
-                &scoped_docs(store, projections::users::NAME, projections::users::USER, &tenant)
-                    .await
-                    .unwrap(),
+                &scoped_docs(
+                    store,
+                    projections::users::NAME,
+                    projections::users::USER,
+                    &tenant,
+                )
+                .await
+                .unwrap(),
             )
             .unwrap();
-            assert_eq!(users.len(), workload.users, "{context}: every user is listed once");
+            assert_eq!(
+                users.len(),
+                workload.users,
+                "{context}: every user is listed once"
+            );
             let holding = users
                 .iter()
                 .filter(|user| user.licenses.contains(&workload.product))
                 .count();
-            assert_eq!(holding, workload.holders as usize, "{context}: users listed with the licence");
+            assert_eq!(
+                holding, workload.holders as usize,
+                "{context}: users listed with the licence"
+            );
             let deleted = users
                 .iter()
                 .filter(|user| user.status == UserListStatus::Deleted)
@@ -444,7 +469,11 @@ async fn checkpointed_reader(
             .await
             .unwrap();
         reads += 1;
-        assert!(batch.len() <= 50, "read_log returned {} events for a limit of 50", batch.len());
+        assert!(
+            batch.len() <= 50,
+            "read_log returned {} events for a limit of 50",
+            batch.len()
+        );
         if batch.is_empty() {
             if settled {
                 return (checkpoint, seen, reads);
@@ -469,7 +498,11 @@ async fn checkpointed_reader(
 }
 
 /// Follows the log the naive way, `position > last`, to show what that loses.
-async fn naive_reader(pool: PgPool, mut last: i64, writers_done: Arc<AtomicBool>) -> (i64, Vec<i64>) {
+async fn naive_reader(
+    pool: PgPool,
+    mut last: i64,
+    writers_done: Arc<AtomicBool>,
+) -> (i64, Vec<i64>) {
     let mut seen = Vec::new();
     loop {
         let done = writers_done.load(Ordering::SeqCst);
@@ -547,13 +580,12 @@ async fn reader_sees_every_event_exactly_once_under_concurrent_writers() {
             .await
             .unwrap();
         in_table.sort_unstable();
-        let round_events: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM events WHERE aggregate_id LIKE $1",
-        )
-        .bind(format!("round{round}-%"))
-        .fetch_one(store_pool)
-        .await
-        .unwrap();
+        let round_events: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE aggregate_id LIKE $1")
+                .bind(format!("round{round}-%"))
+                .fetch_one(store_pool)
+                .await
+                .unwrap();
         assert_eq!(
             round_events, stats.committed_events as i64,
             "round {round}: the table holds what the writers committed"
@@ -658,7 +690,9 @@ async fn crash_and_resume(
             let crashed = ProjectionRunner::new(projection.clone(), Table::Live)
                 .step_interrupted(store, limit, Checkpoint::END, || {
                     called.store(true, Ordering::SeqCst);
-                    Err(ConsumerError::Interrupted(format!("killed in batch {round}")))
+                    Err(ConsumerError::Interrupted(format!(
+                        "killed in batch {round}"
+                    )))
                 })
                 .await;
             match crashed {
@@ -667,7 +701,10 @@ async fn crash_and_resume(
                     crashes += 1;
                 }
                 Ok(None) => {
-                    assert_eq!(before, end, "{context}: nothing left to read before the end of the log");
+                    assert_eq!(
+                        before, end,
+                        "{context}: nothing left to read before the end of the log"
+                    );
                 }
                 other => panic!("{context}: the crashing step ended with {other:?}"),
             }
@@ -691,7 +728,10 @@ async fn crash_and_resume(
             .await
             .unwrap_or_else(|error| panic!("{context}: the resumed step failed: {error}"));
         let Some(taken) = taken else {
-            assert_eq!(before, end, "{context}: the runner stopped before the end of the log");
+            assert_eq!(
+                before, end,
+                "{context}: the runner stopped before the end of the log"
+            );
             break;
         };
         assert!(
@@ -699,7 +739,10 @@ async fn crash_and_resume(
             "{context}: a step of limit {resume_limit} took {} events",
             taken.events
         );
-        assert!(taken.checkpoint > before, "{context}: the checkpoint went backwards");
+        assert!(
+            taken.checkpoint > before,
+            "{context}: the checkpoint went backwards"
+        );
         assert_eq!(store.checkpoint(&consumer).await.unwrap(), taken.checkpoint);
         let expected_events = stored
             .iter()
@@ -717,7 +760,10 @@ async fn crash_and_resume(
         stored.len(),
         "{context}: the committed batches add up to the log"
     );
-    assert!(crashes >= 10, "{context}: only {crashes} crashes were simulated");
+    assert!(
+        crashes >= 10,
+        "{context}: only {crashes} crashes were simulated"
+    );
     assert_eq!(store.checkpoint(&consumer).await.unwrap(), end);
     assert_projection_matches_log(store, projection.as_ref(), logged, workload, context).await;
 }
@@ -726,19 +772,32 @@ async fn killed_consumer_resumes(backend: Backend) {
     let fresh = fresh_store(backend).await;
     let workload = licence_workload(&fresh.store).await;
     let (stored, logged) = whole_log(&fresh.store).await;
-    assert!(stored.len() > 60, "the workload wrote {} events", stored.len());
+    assert!(
+        stored.len() > 60,
+        "the workload wrote {} events",
+        stored.len()
+    );
     for projection in [
         Arc::new(Licenses) as Arc<dyn Projection>,
         Arc::new(Users) as Arc<dyn Projection>,
     ] {
         let context = format!("{backend:?}/{}", projection.name());
-        crash_and_resume(&fresh.store, projection, &stored, &logged, &workload, &context).await;
+        crash_and_resume(
+            &fresh.store,
+            projection,
+            &stored,
+            &logged,
+            &workload,
+            &context,
+        )
+        .await;
     }
     fresh.remove().await;
 }
 
 #[tokio::test]
-async fn a_consumer_killed_before_its_checkpoint_resumes_without_loss_or_double_count_on_postgres() {
+async fn a_consumer_killed_before_its_checkpoint_resumes_without_loss_or_double_count_on_postgres()
+{
     killed_consumer_resumes(Backend::Postgres).await;
 }
 
@@ -767,7 +826,10 @@ async fn race(store: Store, runner: ProjectionRunner, end: Checkpoint) -> Runner
     let mut stats = RunnerStats::default();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        assert!(Instant::now() < deadline, "the runners did not reach the end of the log in 30 s");
+        assert!(
+            Instant::now() < deadline,
+            "the runners did not reach the end of the log in 30 s"
+        );
         let stepped = runner
             .step_interrupted(&store, 4, Checkpoint::END, || {
                 std::thread::sleep(Duration::from_millis(2));
@@ -790,7 +852,9 @@ async fn race(store: Store, runner: ProjectionRunner, end: Checkpoint) -> Runner
                 assert_eq!(consumer, runner.consumer());
                 stats.overtaken += 1;
             }
-            Err(error) => panic!("a racing runner failed otherwise than by being overtaken: {error}"),
+            Err(error) => {
+                panic!("a racing runner failed otherwise than by being overtaken: {error}")
+            }
         }
     }
 }
@@ -808,7 +872,11 @@ async fn two_runners_of_one_projection_never_double_apply() {
         let context = format!("two runners/{}", projection.name());
         let first = ProjectionRunner::new(projection.clone(), Table::Live);
         let second = ProjectionRunner::new(projection.clone(), Table::Live);
-        fresh.store.ensure_checkpoint(first.consumer()).await.unwrap();
+        fresh
+            .store
+            .ensure_checkpoint(first.consumer())
+            .await
+            .unwrap();
         let (a, b) = tokio::join!(
             tokio::spawn(race(fresh.store.clone(), first, end)),
             tokio::spawn(race(fresh.store.clone(), second, end)),
@@ -827,7 +895,10 @@ async fn two_runners_of_one_projection_never_double_apply() {
             .filter(|pair| pair[0] == pair[1])
             .map(|pair| &pair[0])
             .collect();
-        assert!(twice.is_empty(), "{context}: batches ending at {twice:?} were committed by both runners");
+        assert!(
+            twice.is_empty(),
+            "{context}: batches ending at {twice:?} were committed by both runners"
+        );
         // Every committed batch took events no other committed batch took.
         assert_eq!(
             a.events + b.events,
@@ -840,9 +911,18 @@ async fn two_runners_of_one_projection_never_double_apply() {
             a.overtaken + b.overtaken > 0,
             "{context}: the runners never raced (neither was overtaken); the test proved nothing"
         );
-        assert_eq!(fresh.store.checkpoint(projection.name()).await.unwrap(), end);
-        assert_projection_matches_log(&fresh.store, projection.as_ref(), &logged, &workload, &context)
-            .await;
+        assert_eq!(
+            fresh.store.checkpoint(projection.name()).await.unwrap(),
+            end
+        );
+        assert_projection_matches_log(
+            &fresh.store,
+            projection.as_ref(),
+            &logged,
+            &workload,
+            &context,
+        )
+        .await;
     }
     fresh.remove().await;
 }

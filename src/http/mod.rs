@@ -173,7 +173,11 @@ async fn wait_for_position(
         let from_projections = routes::reads_projections(request.uri().path());
         loop {
             let reached = if from_projections {
-                state.store.slowest(&projections).await.map(|(_, reached)| reached)
+                state
+                    .store
+                    .slowest(&projections)
+                    .await
+                    .map(|(_, reached)| reached)
             } else {
                 state.store.log_end().await
             };

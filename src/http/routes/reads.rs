@@ -65,8 +65,13 @@ pub(crate) fn reads_projections(path: &str) -> bool {
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     matches!(
         segments.as_slice(),
-        ["", "v1", "tenants", _, "licenses" | "users" | "subscriptions"]
-            | ["", "v1", "billing-profiles", _, "invoices", _]
+        [
+            "",
+            "v1",
+            "tenants",
+            _,
+            "licenses" | "users" | "subscriptions"
+        ] | ["", "v1", "billing-profiles", _, "invoices", _]
     )
 }
 
