@@ -321,11 +321,11 @@ async fn purge_fires_at_thirty_days(backend: Backend) {
     assert!(now >= deadline);
     assert_purged_once(&app, &tenant_id, megan, deadline).await;
 
-    // Restoring now is refused: the user is gone for good.
+    // Restoring now is refused by the window that closed (API.md), though the user is gone.
     let (status, body) = restore_user(&app, megan).await;
     assert_eq!(
         (status, body["code"].clone()),
-        (StatusCode::CONFLICT, json!("user_purged")),
+        (StatusCode::CONFLICT, json!("restore_window_expired")),
         "{body}"
     );
     app.stop().await;

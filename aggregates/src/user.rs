@@ -32,6 +32,10 @@ pub enum UserStatus {
     Purged {
         /// When.
         purged_at: DateTime<Utc>,
+        /// When it had been deleted.
+        deleted_at: DateTime<Utc>,
+        /// When its restore window closed.
+        restorable_until: DateTime<Utc>,
     },
 }
 
@@ -311,7 +315,17 @@ impl User {
             },
             UserCommand::RestoreUser { at } => match state.status {
                 UserStatus::Active => return Err(DomainError::UserNotDeleted { user_id }),
-                UserStatus::Purged { .. } => return Err(DomainError::UserPurged { user_id }),
+                // What refuses the restore is the window, closed before the purge came.
+                UserStatus::Purged {
+                    deleted_at,
+                    restorable_until,
+                    ..
+                } => {
+                    return Err(DomainError::RestoreWindowExpired {
+                        deleted_at,
+                        closed_at: restorable_until,
+                    })
+                }
                 UserStatus::Deleted {
                     deleted_at,
                     restorable_until,
@@ -428,7 +442,18 @@ impl Aggregate for User {
             }
             UserEvent::UserRestored { .. } => state.status = UserStatus::Active,
             UserEvent::UserPurged { at, .. } => {
-                state.status = UserStatus::Purged { purged_at: at };
+                let (deleted_at, restorable_until) = match state.status {
+                    UserStatus::Deleted {
+                        deleted_at,
+                        restorable_until,
+                    } => (deleted_at, restorable_until),
+                    _ => (at, at),
+                };
+                state.status = UserStatus::Purged {
+                    purged_at: at,
+                    deleted_at,
+                    restorable_until,
+                };
             }
             UserEvent::PasswordReset { notice, at, .. } => {
                 state

@@ -1106,7 +1106,7 @@ async fn the_purge_timer_fires_at_the_window_end_shreds_the_key_and_frees_the_pr
         })
         .await
         .unwrap_err();
-    assert_eq!(error.code(), "user_purged");
+    assert_eq!(error.code(), "restore_window_expired");
 }
 
 #[tokio::test]

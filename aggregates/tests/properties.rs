@@ -488,7 +488,7 @@ fn apply_op(books: &mut Books, op: &Op, created_users: &mut Vec<Uuid>, next_sub:
         if let Op::Restore { .. } = op {
             assert_eq!(
                 result.as_ref().unwrap_err().code(),
-                "user_purged",
+                "restore_window_expired",
                 "a purged user was restored"
             );
         }
@@ -572,7 +572,7 @@ proptest! {
         let refused = books
             .dispatch(FollowUp::User { user_id: users[0], command: UserCommand::RestoreUser { at: books.now } })
             .unwrap_err();
-        prop_assert_eq!(refused.code(), "user_purged");
+        prop_assert_eq!(refused.code(), "restore_window_expired");
         // And its principal name is free again.
         prop_assert!(books.tenant().principals.is_empty());
     }

@@ -549,23 +549,23 @@ fn restore_user_twice_is_refused_user_not_deleted() {
 }
 
 #[test]
-fn restore_user_of_a_purged_user_is_refused_user_purged_whenever_asked() {
+fn restore_user_of_a_purged_user_is_refused_restore_window_expired_whenever_asked() {
     for at in [
-        // Even an instant inside the old window: a purged user is gone for good.
+        // Even an instant inside the old window: a purged user is gone for good, and what
+        // refuses is the window that closed before the purge.
         deleted_at() + Duration::days(1),
         restorable_until(),
         restorable_until() + Duration::days(1),
     ] {
-        let error = expect_refusal(
+        expect_refusal(
             CommercialRules::default(),
             vec![created(), deleted(), purged()],
             UserCommand::RestoreUser { at },
-            DomainError::UserPurged { user_id: USER },
-            "user_purged",
-        );
-        assert_eq!(
-            error.to_string(),
-            format!("user {USER} was purged and can never be restored or changed")
+            DomainError::RestoreWindowExpired {
+                deleted_at: deleted_at(),
+                closed_at: restorable_until(),
+            },
+            "restore_window_expired",
         );
     }
 }
