@@ -14,15 +14,23 @@ pub struct Lease {
 }
 
 impl Lease {
-    /// Takes the lease `name` if no one holds it.
-    pub async fn try_acquire(store: &Store, name: &str) -> Result<Option<Self>, sqlx::Error> {
+    /// Takes the lease `name` if no one holds it. A standby keeps its connection in `spare`
+    /// between attempts instead of opening one per attempt.
+    pub async fn try_acquire(
+        store: &Store,
+        name: &str,
+        spare: &mut Option<PgConnection>,
+    ) -> Result<Option<Self>, sqlx::Error> {
         let Store::Postgres(pool) = store else {
             return Ok(Some(Self {
                 name: name.to_owned(),
                 connection: None,
             }));
         };
-        let mut connection = PgConnection::connect_with(&pool.connect_options()).await?;
+        let mut connection = match spare.take() {
+            Some(connection) => connection,
+            None => PgConnection::connect_with(&pool.connect_options()).await?,
+        };
         let granted: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
             .bind(format!("seatledger:{name}"))
             .fetch_one(&mut connection)
@@ -33,7 +41,7 @@ impl Lease {
                 connection: Some(connection),
             }))
         } else {
-            connection.close().await.ok();
+            *spare = Some(connection);
             Ok(None)
         }
     }

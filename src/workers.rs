@@ -146,11 +146,12 @@ async fn run(
 ) {
     let name = work.name().to_owned();
     let mut failures: u32 = 0;
+    let mut standby = None;
     loop {
         if *stopping.borrow() {
             return;
         }
-        let mut lease = match Lease::try_acquire(&store, &name).await {
+        let mut lease = match Lease::try_acquire(&store, &name, &mut standby).await {
             Ok(Some(lease)) => lease,
             Ok(None) => {
                 if pause(&mut stopping, LEASE_RETRY).await {
