@@ -30,6 +30,10 @@ pub enum ConsumerError {
     /// A test stopped the batch before its commit.
     #[error("stopped before commit: {0}")]
     Interrupted(String),
+    /// What a consumer does for an event (a follow-up command, a key to shred, a timer's
+    /// action) failed; the batch is retried.
+    #[error("{0}")]
+    Failed(String),
 }
 
 /// Where a projection's rows live.

@@ -70,7 +70,7 @@ pub async fn run(
                 catch_up(store, &runner, target, log_end, &mut events, &mut progress).await?;
             }
             if differences.is_none() {
-                return Err(ConsumerError::Interrupted(format!(
+                return Err(ConsumerError::Failed(format!(
                     "the live '{name}' projection kept moving; verify again when the service is quieter"
                 )));
             }

@@ -375,7 +375,7 @@ impl Work for ProcessManager {
                     match context.ledger.dispatch(follow_up, &metadata).await {
                         Ok(_) | Err(LedgerError::Domain(_)) => {}
                         Err(error) => {
-                            return Err(ConsumerError::Interrupted(format!(
+                            return Err(ConsumerError::Failed(format!(
                                 "follow-up of the event at position {}: {error}",
                                 stored.position()
                             )))
@@ -412,7 +412,7 @@ impl Work for Shredder {
                         .vault
                         .shred(key_id)
                         .await
-                        .map_err(|error| ConsumerError::Interrupted(error.to_string()))?;
+                        .map_err(|error| ConsumerError::Failed(error.to_string()))?;
                     info!(%key_id, "purged user's key destroyed");
                 }
             }
@@ -459,7 +459,7 @@ impl Work for Scheduler {
                         format!("nothing to do: {}", refusal.code())
                     }
                     Err(error) => {
-                        return Err(ConsumerError::Interrupted(format!(
+                        return Err(ConsumerError::Failed(format!(
                             "timer {}: {error}",
                             timer.key
                         )))
