@@ -49,9 +49,9 @@ pub struct ServeSettings {
     #[arg(long, env = "SEATLEDGER_BIND", default_value = "127.0.0.1:8080")]
     pub bind: String,
 
-    /// NATS server to publish events to (JetStream); none: no publishing.
-    #[arg(long, env = "NATS_URL")]
-    pub nats_url: Option<String>,
+    /// Where events are published.
+    #[command(flatten)]
+    pub nats: NatsSettings,
 
     /// Makes the clock settable through POST /v1/sandbox/clock.
     #[arg(long, env = "SEATLEDGER_SANDBOX_CLOCK")]
@@ -64,4 +64,39 @@ pub struct ServeSettings {
     /// How log lines are written.
     #[arg(long, env = "SEATLEDGER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+/// Settings of the JetStream publisher.
+#[derive(Debug, Clone, Args)]
+pub struct NatsSettings {
+    /// NATS server to publish events to (JetStream), e.g. `nats://127.0.0.1:4222`; none: no
+    /// publishing (the HTTP feed still serves every event).
+    #[arg(long = "nats-url", env = "NATS_URL")]
+    pub url: Option<String>,
+
+    /// The JetStream stream events go to (created, or its subjects and duplicate window
+    /// updated, on start; its other settings are left as the operator set them).
+    #[arg(
+        long = "nats-stream",
+        env = "SEATLEDGER_NATS_STREAM",
+        default_value = "SEATLEDGER"
+    )]
+    pub stream: String,
+
+    /// The first token of every subject: `<prefix>.<tenant_id>.<aggregate_type>.<EventType>`.
+    #[arg(
+        long = "nats-subject-prefix",
+        env = "SEATLEDGER_NATS_SUBJECT_PREFIX",
+        default_value = "seatledger"
+    )]
+    pub subject_prefix: String,
+
+    /// Seconds during which JetStream drops a re-published event by its `Nats-Msg-Id`: longer
+    /// than any restart of the publisher should take.
+    #[arg(
+        long = "nats-duplicate-window-seconds",
+        env = "SEATLEDGER_NATS_DUPLICATE_WINDOW_SECONDS",
+        default_value_t = 600
+    )]
+    pub duplicate_window_seconds: u64,
 }

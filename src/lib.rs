@@ -6,6 +6,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod feed;
 pub mod http;
 pub mod lease;
 pub mod ledger;
@@ -196,12 +197,24 @@ pub async fn start(
         .bootstrap_admin(settings.admin_token.as_deref())
         .await?;
     let vault = vault::Vault::open(store.clone()).await?;
+    let publisher = match &settings.nats.url {
+        Some(_) => {
+            store.ensure_checkpoint(feed::publisher::PUBLISHER).await?;
+            Some(std::sync::Arc::new(feed::publisher::Publisher::new(
+                store.clone(),
+                settings.nats.clone(),
+            )?))
+        }
+        None => None,
+    };
     let workers = std::sync::Arc::new(workers::Workers::start(workers::Context {
         store: store.clone(),
         ledger: ledger.clone(),
         vault: vault.clone(),
         clock: clock.clone(),
+        publisher: publisher.clone(),
     }));
+    let tenancy = std::sync::Arc::new(feed::tenancy::Tenancy::new(store.clone()));
     Ok((
         http::AppState {
             ledger,
@@ -210,6 +223,9 @@ pub async fn start(
             tokens,
             clock,
             workers,
+            publisher,
+            tenancy,
+            closing: std::sync::Arc::new(tokio::sync::watch::channel(false).0),
         },
         generated,
     ))

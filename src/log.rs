@@ -193,6 +193,38 @@ impl Store {
         }
     }
 
+    /// The reading-order place and id of the event at `position`, if there is one.
+    pub async fn event_at(
+        &self,
+        position: i64,
+    ) -> Result<Option<(Checkpoint, String)>, sqlx::Error> {
+        let row: Option<(i64, String)> = match self {
+            Self::Postgres(pool) => {
+                sqlx::query_as(
+                    "SELECT transaction_id::text::bigint, event_id::text FROM events WHERE position = $1",
+                )
+                .bind(position)
+                .fetch_optional(pool)
+                .await?
+            }
+            Self::Sqlite(pool) => {
+                sqlx::query_as("SELECT 0, event_id FROM events WHERE position = $1")
+                    .bind(position)
+                    .fetch_optional(pool)
+                    .await?
+            }
+        };
+        Ok(row.map(|(transaction_id, id)| {
+            (
+                Checkpoint {
+                    transaction_id,
+                    position,
+                },
+                id,
+            )
+        }))
+    }
+
     /// Creates `consumer`'s checkpoint at the start of the log if it has none.
     pub async fn ensure_checkpoint(&self, consumer: &str) -> Result<(), sqlx::Error> {
         crate::on_pool!(self, pool => {

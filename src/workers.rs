@@ -16,6 +16,7 @@ use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::clock::Clock;
+use crate::feed::publisher::{Publisher, PUBLISHER};
 use crate::lease::Lease;
 use crate::ledger::{LedgerError, Metadata};
 use crate::log::{Checkpoint, StoredEvent};
@@ -59,6 +60,10 @@ trait Work: Send + Sync + 'static {
     fn idle(&self) -> Duration {
         IDLE_POLL
     }
+    /// The longest pause after repeated failures.
+    fn max_backoff(&self) -> Duration {
+        MAX_BACKOFF
+    }
 }
 
 /// What the background work needs.
@@ -72,6 +77,8 @@ pub struct Context {
     pub vault: Vault,
     /// The service's clock.
     pub clock: Arc<Clock>,
+    /// The JetStream publisher, when NATS is configured.
+    pub publisher: Option<Arc<Publisher>>,
 }
 
 /// The running background work.
@@ -96,6 +103,9 @@ impl Workers {
         work.push(Arc::new(ProcessManager(context.clone())));
         work.push(Arc::new(Shredder(context.clone())));
         work.push(Arc::new(Scheduler(context.clone())));
+        if let Some(publisher) = &context.publisher {
+            work.push(Arc::new(PublisherWork(publisher.clone())));
+        }
         let tasks = work
             .into_iter()
             .map(|work| {
@@ -202,7 +212,7 @@ async fn run(
                     failures = failures.saturating_add(1);
                     let backoff = Duration::from_millis(100)
                         .saturating_mul(2u32.saturating_pow(failures.min(10)))
-                        .min(MAX_BACKOFF);
+                        .min(work.max_backoff());
                     warn!(consumer = %name, %error, ?backoff, "step failed; retrying");
                     if pause(&mut stopping, backoff).await {
                         return;
@@ -418,6 +428,24 @@ impl Work for Shredder {
             }
             commit_effects(&context.store, SHREDDER, from, &events).await
         })
+    }
+}
+
+/// Publishes the log to JetStream. During a NATS outage it retries often (the outage is
+/// usually short and the backlog grows meanwhile), never more than every few seconds.
+struct PublisherWork(Arc<Publisher>);
+
+impl Work for PublisherWork {
+    fn name(&self) -> &str {
+        PUBLISHER
+    }
+
+    fn max_backoff(&self) -> Duration {
+        Duration::from_secs(5)
+    }
+
+    fn step(&self) -> Step<'_> {
+        Box::pin(self.0.step())
     }
 }
 

@@ -44,6 +44,12 @@ pub struct AppState {
     pub clock: Arc<Clock>,
     /// The background work (stopped with the service).
     pub workers: Arc<crate::workers::Workers>,
+    /// The JetStream publisher, when NATS is configured (for its counts in `/readyz`).
+    pub publisher: Option<Arc<crate::feed::publisher::Publisher>>,
+    /// Tells the tenant of events, for the feed's scopes.
+    pub tenancy: Arc<crate::feed::tenancy::Tenancy>,
+    /// Set when the service begins to shut down: live feeds end so that shutdown can finish.
+    pub closing: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl FromRef<AppState> for Tokens {
@@ -277,7 +283,11 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let address: SocketAddr = listener.local_addr()?;
     info!(%address, "seatledger listening");
+    let closing = state.closing.clone();
     axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            closing.send_replace(true);
+        })
         .await
 }

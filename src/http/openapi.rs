@@ -274,6 +274,20 @@ pub const ROUTES: &[RouteDoc] = &[
         200,
     ),
     route(
+        "GET",
+        "/v1/events",
+        "The global log as CloudEvents envelopes (docs/events.md), in commit order, from ?after=<position> (0: the start), ?limit= up to 1000 (default 100); next_after is the cursor of the next page, has_more whether the log holds more now. Scoped: a reseller sees its tenants' events, a customer admin its tenant's; tenant-less events (catalog, resellers, billing profiles) only admin, support and auditor.",
+        READ,
+        200,
+    ),
+    route(
+        "GET",
+        "/v1/events/stream",
+        "The same envelopes as a live Server-Sent Events feed from ?after= (or the Last-Event-ID header when resuming); each event's id is its position; live once caught up.",
+        READ,
+        200,
+    ),
+    route(
         "POST",
         "/v1/sandbox/clock",
         "Move the sandbox clock {advance_seconds} or {now}; 404 without --sandbox-clock.",

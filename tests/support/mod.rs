@@ -97,6 +97,8 @@ pub struct TestApp {
     server: Option<tokio::task::JoinHandle<()>>,
     /// Whether this instance removes the database when stopped (a second instance does not).
     owns_database: bool,
+    /// Where it publishes, if anywhere.
+    pub nats: Option<seatledger::config::NatsSettings>,
 }
 
 impl TestApp {
@@ -217,6 +219,7 @@ impl TestApp {
             fresh,
             self.admin_token.clone(),
             self.state.clock.is_sandbox(),
+            self.nats.clone(),
             false,
         )
         .await
@@ -250,13 +253,50 @@ pub async fn spawn_app(backend: Backend) -> TestApp {
 pub async fn spawn_app_with(backend: Backend, sandbox_clock: bool) -> TestApp {
     let fresh = fresh_store(backend).await;
     let admin_token = format!("test-admin-{}", uuid::Uuid::new_v4());
-    start_instance(fresh, admin_token, sandbox_clock, true).await
+    start_instance(fresh, admin_token, sandbox_clock, None, true).await
+}
+
+/// The service over a fresh database, publishing to NATS as `nats` says.
+pub async fn spawn_app_with_nats(
+    backend: Backend,
+    nats: seatledger::config::NatsSettings,
+) -> TestApp {
+    let fresh = fresh_store(backend).await;
+    let admin_token = format!("test-admin-{}", uuid::Uuid::new_v4());
+    start_instance(fresh, admin_token, false, Some(nats), true).await
+}
+
+/// Where the tests find NATS with JetStream (CI and developers run it locally).
+pub const NATS_URL: &str = "nats://127.0.0.1:4222";
+
+/// Publisher settings for the shared NATS server with a stream and subject prefix of the
+/// test's own, so that tests running at once never see each other's events.
+pub fn private_stream_settings(url: &str) -> seatledger::config::NatsSettings {
+    let unique = uuid::Uuid::new_v4().simple().to_string();
+    seatledger::config::NatsSettings {
+        url: Some(url.to_owned()),
+        stream: format!("SEATLEDGER_TEST_{unique}"),
+        subject_prefix: format!("seatledger_test_{unique}"),
+        duplicate_window_seconds: 600,
+    }
+}
+
+/// Connects to NATS or fails the test saying how to start it.
+pub async fn nats_client(url: &str) -> async_nats::Client {
+    async_nats::connect(url).await.unwrap_or_else(|error| {
+        panic!(
+            "NATS is not reachable at {url} ({error}). Start it with: start-stop-daemon --start \
+             --oknodo --background --exec /usr/sbin/nats-server -- -a 127.0.0.1 -p 4222 -js \
+             -sd /var/lib/nats-server"
+        )
+    })
 }
 
 async fn start_instance(
     fresh: FreshStore,
     admin_token: String,
     sandbox_clock: bool,
+    nats: Option<seatledger::config::NatsSettings>,
     owns_database: bool,
 ) -> TestApp {
     use clap::Parser;
@@ -270,6 +310,11 @@ async fn start_instance(
     settings.bind = "127.0.0.1:0".into();
     settings.admin_token = Some(admin_token.clone());
     settings.sandbox_clock = sandbox_clock;
+    // Only the tests that ask for NATS publish, whatever the environment says.
+    settings.nats = nats.clone().unwrap_or(seatledger::config::NatsSettings {
+        url: None,
+        ..settings.nats
+    });
     let (state, generated) = seatledger::start(&settings)
         .await
         .expect("the service starts");
@@ -298,5 +343,6 @@ async fn start_instance(
         shutdown: Some(shutdown),
         server: Some(server),
         owns_database,
+        nats,
     }
 }

@@ -1,6 +1,7 @@
 //! The routes of API.md that exist so far: health, tokens, the catalog, resellers, billing
 //! profiles and tenants.
 
+mod events;
 mod parties;
 mod reads;
 mod subscriptions;
@@ -35,6 +36,7 @@ pub(super) fn routes() -> Router<AppState> {
         .merge(subscriptions::routes())
         .merge(users::routes())
         .merge(reads::routes())
+        .merge(events::routes())
 }
 
 pub(crate) use reads::reads_projections;
@@ -108,12 +110,29 @@ async fn readyz(State(state): State<AppState>) -> Result<axum::response::Respons
             }),
         );
     }
-    let body = json!({
+    let mut body = json!({
         "status": if ready { "ready" } else { "catching_up" },
         "store": state.store.backend(),
         "log_end": state.store.log_end().await?,
         "consumers": consumers,
     });
+    if let Some(publisher) = &state.publisher {
+        // Reported, not counted: a NATS outage pauses publishing, not the service's answers.
+        use std::sync::atomic::Ordering;
+        let checkpoint = state
+            .store
+            .checkpoint(crate::feed::publisher::PUBLISHER)
+            .await?;
+        let (behind, oldest) = state.store.backlog(checkpoint).await?;
+        let stats = publisher.stats();
+        body["publisher"] = json!({
+            "position": checkpoint.position,
+            "lag_events": behind,
+            "lag_seconds": oldest.map_or(0, |oldest| (now - oldest).num_seconds().max(0)),
+            "published": stats.published.load(Ordering::Relaxed),
+            "duplicates_dropped": stats.duplicates.load(Ordering::Relaxed),
+        });
+    }
     let status = if ready {
         axum::http::StatusCode::OK
     } else {

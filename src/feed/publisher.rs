@@ -1,0 +1,453 @@
+//! The JetStream publisher: a checkpointed consumer of the global log that publishes every
+//! event, in reading order, to `<prefix>.<tenant_id|global>.<aggregate_type>.<EventType>`.
+//!
+//! A batch is published pipelined (every message in flight at once) and the checkpoint moves
+//! only past acknowledged messages. Two headers keep the stream exact:
+//! - `Nats-Msg-Id` = the event id: a re-publish within the duplicate window is dropped;
+//! - `Nats-Expected-Last-Msg-Id` = the previous event's id: JetStream refuses a message whose
+//!   predecessor is not the stream's last, so a message lost in flight (a broken connection)
+//!   can never be overtaken by the ones after it; the stream is always a gap-free prefix of
+//!   the log in its order.
+//!
+//! After any failure the publisher looks at the stream's last message before going on (it
+//! "resyncs"): its position says how far the stream really is; the checkpoint is moved there
+//! when the stream is ahead (a crash between acknowledgement and checkpoint, or re-publishes
+//! older than the duplicate window) or back there when the stream lost messages.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, context::PublishErrorKind, stream};
+use bytes::Bytes;
+use tracing::{info, warn};
+
+use super::envelope;
+use super::tenancy::Tenancy;
+use crate::config::NatsSettings;
+use crate::log::{Checkpoint, StoredEvent};
+use crate::read_models::ConsumerError;
+use crate::store::Store;
+
+/// The publisher's consumer name (its checkpoint and lease).
+pub const PUBLISHER: &str = "jetstream-publisher";
+/// Events published per batch (all in flight at once).
+pub const PUBLISH_BATCH: i64 = 1_000;
+/// How long a publish may wait for its acknowledgement.
+const ACK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Counts since this publisher started.
+#[derive(Debug, Default)]
+pub struct PublisherStats {
+    /// Messages JetStream stored.
+    pub published: AtomicU64,
+    /// Messages JetStream dropped as re-publishes (by `Nats-Msg-Id`).
+    pub duplicates: AtomicU64,
+    /// Times the publisher compared its checkpoint with the stream's last message.
+    pub resyncs: AtomicU64,
+}
+
+/// What the next message's `Nats-Expected-Last-Msg-Id` is.
+#[derive(Debug, Clone)]
+enum Chain {
+    /// Not known: look at the stream first.
+    Unknown,
+    /// The stream was just seen to end where the checkpoint is; the server may not remember
+    /// its last id (a restarted server), so the next message goes unchecked.
+    Verified,
+    /// The id of the event at the checkpoint.
+    After(String),
+}
+
+struct Link {
+    jetstream: jetstream::Context,
+    stream: stream::Stream,
+    chain: Chain,
+}
+
+/// Publishes the log to JetStream.
+pub struct Publisher {
+    store: Store,
+    settings: NatsSettings,
+    url: String,
+    tenancy: Tenancy,
+    link: tokio::sync::Mutex<Option<Link>>,
+    stats: Arc<PublisherStats>,
+}
+
+/// Why publishing stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// NATS could not be reached or refused.
+    #[error("NATS at {url}: {reason}; publishing paused, the events wait in the log")]
+    Nats {
+        /// The server.
+        url: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The stream cannot be used as configured.
+    #[error("JetStream stream {stream}: {reason}")]
+    Stream {
+        /// The stream.
+        stream: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl From<PublishError> for ConsumerError {
+    fn from(error: PublishError) -> Self {
+        ConsumerError::Failed(error.to_string())
+    }
+}
+
+impl Publisher {
+    /// A publisher of `store`'s log to the NATS server `settings` name (which must be set).
+    pub fn new(store: Store, settings: NatsSettings) -> Result<Self, PublishError> {
+        let url = settings.url.clone().ok_or_else(|| PublishError::Nats {
+            url: String::new(),
+            reason: "no NATS URL is configured".into(),
+        })?;
+        validate(&settings)?;
+        Ok(Self {
+            tenancy: Tenancy::new(store.clone()),
+            store,
+            settings,
+            url,
+            link: tokio::sync::Mutex::new(None),
+            stats: Arc::new(PublisherStats::default()),
+        })
+    }
+
+    /// The counts since start.
+    pub fn stats(&self) -> Arc<PublisherStats> {
+        self.stats.clone()
+    }
+
+    /// Publishes the next batch and moves the checkpoint past it; `false` when there was
+    /// nothing to publish.
+    pub async fn step(&self) -> Result<bool, ConsumerError> {
+        self.publish_batch(true).await
+    }
+
+    /// Publishes the next batch and awaits its acknowledgements but leaves the checkpoint
+    /// where it was, as a crash between the two would (tests of crash recovery).
+    pub async fn step_without_checkpoint(&self) -> Result<bool, ConsumerError> {
+        self.publish_batch(false).await
+    }
+
+    async fn publish_batch(&self, checkpoint: bool) -> Result<bool, ConsumerError> {
+        let mut guard = self.link.lock().await;
+        if guard.is_none() {
+            let mut link = self.connect().await?;
+            link.chain = self.initial_chain().await?;
+            *guard = Some(link);
+        }
+        let link = guard.as_mut().expect("connected above");
+        if matches!(link.chain, Chain::Unknown) {
+            link.chain = self.resync(&mut link.stream).await?;
+        }
+        let from = self.store.checkpoint(PUBLISHER).await?;
+        let events = self
+            .store
+            .read_log(from, Checkpoint::END, PUBLISH_BATCH)
+            .await?;
+        if events.is_empty() {
+            return Ok(false);
+        }
+        let mut pending = Vec::with_capacity(events.len());
+        let mut previous = link.chain.clone();
+        for stored in &events {
+            let (subject, body) = self.message(stored).await?;
+            let mut publish = jetstream::message::PublishMessage::build()
+                .payload(body)
+                .message_id(&stored.event_id);
+            if let Chain::After(id) = &previous {
+                publish = publish.expected_last_message_id(id);
+            }
+            previous = Chain::After(stored.event_id.clone());
+            match link.jetstream.send_publish(subject, publish).await {
+                Ok(ack) => pending.push(ack),
+                Err(error) => {
+                    pending.clear();
+                    link.chain = Chain::Unknown;
+                    return Err(self.nats_error(error).into());
+                }
+            }
+        }
+        let mut acknowledged = 0;
+        let mut failure = None;
+        for ack in pending {
+            match ack.await {
+                Ok(ack) => {
+                    let counter = if ack.duplicate {
+                        &self.stats.duplicates
+                    } else {
+                        &self.stats.published
+                    };
+                    counter.fetch_add(1, Ordering::Relaxed);
+                    acknowledged += 1;
+                }
+                Err(error) => {
+                    failure = Some(error);
+                    break;
+                }
+            }
+        }
+        if checkpoint && acknowledged > 0 {
+            let last = &events[acknowledged - 1];
+            if !self
+                .store
+                .advance_checkpoint(PUBLISHER, from, last.checkpoint)
+                .await?
+            {
+                link.chain = Chain::Unknown;
+                return Err(ConsumerError::Overtaken(PUBLISHER.to_owned()));
+            }
+            link.chain = Chain::After(last.event_id.clone());
+        }
+        if !checkpoint {
+            // The stream is ahead of the checkpoint now; only a look at it says where.
+            link.chain = Chain::Unknown;
+        }
+        match failure {
+            None => Ok(true),
+            Some(error) => {
+                link.chain = Chain::Unknown;
+                if matches!(error.kind(), PublishErrorKind::WrongLastMessageId) {
+                    info!(
+                        stream = %self.settings.stream,
+                        "the stream does not end where the checkpoint is; looking at it"
+                    );
+                }
+                Err(self.nats_error(error).into())
+            }
+        }
+    }
+
+    /// The subject and body of one event.
+    async fn message(&self, stored: &StoredEvent) -> Result<(String, Bytes), ConsumerError> {
+        let (event, tenant) = super::wrap(&self.tenancy, stored)
+            .await
+            .map_err(|error| ConsumerError::Failed(error.to_string()))?;
+        let subject = envelope::subject(
+            &self.settings.subject_prefix,
+            tenant,
+            &stored.aggregate_type,
+            &stored.event_type,
+        );
+        let body =
+            serde_json::to_vec(&event).map_err(|error| ConsumerError::Failed(error.to_string()))?;
+        Ok((subject, Bytes::from(body)))
+    }
+
+    async fn connect(&self) -> Result<Link, PublishError> {
+        let client = async_nats::ConnectOptions::new()
+            .name("seatledger-publisher")
+            .connection_timeout(Duration::from_secs(5))
+            .connect(self.url.as_str())
+            .await
+            .map_err(|error| self.nats_error(error))?;
+        let jetstream = jetstream::ContextBuilder::new()
+            .timeout(ACK_TIMEOUT)
+            .ack_timeout(ACK_TIMEOUT)
+            .build(client);
+        let stream = self.ensure_stream(&jetstream).await?;
+        info!(url = %self.url, stream = %self.settings.stream, "publishing events to JetStream");
+        Ok(Link {
+            jetstream,
+            stream,
+            chain: Chain::Unknown,
+        })
+    }
+
+    /// Creates the stream, or sets the subjects, storage and duplicate window of an existing
+    /// one (leaving its other settings, such as retention, as the operator chose).
+    async fn ensure_stream(
+        &self,
+        jetstream: &jetstream::Context,
+    ) -> Result<stream::Stream, PublishError> {
+        let wanted_subjects = vec![format!("{}.>", self.settings.subject_prefix)];
+        let window = Duration::from_secs(self.settings.duplicate_window_seconds);
+        match jetstream.get_stream(&self.settings.stream).await {
+            Ok(mut existing) => {
+                let mut config = existing
+                    .info()
+                    .await
+                    .map_err(|error| self.nats_error(error))?
+                    .config
+                    .clone();
+                if config.storage != stream::StorageType::File {
+                    return Err(PublishError::Stream {
+                        stream: self.settings.stream.clone(),
+                        reason: "exists with memory storage; events must survive a NATS restart, so \
+                                 recreate it with file storage (JetStream cannot change storage in place)"
+                            .into(),
+                    });
+                }
+                if config.subjects != wanted_subjects || config.duplicate_window != window {
+                    config.subjects = wanted_subjects;
+                    config.duplicate_window = window;
+                    jetstream.update_stream(config).await.map_err(|error| {
+                        PublishError::Stream {
+                            stream: self.settings.stream.clone(),
+                            reason: error.to_string(),
+                        }
+                    })?;
+                    info!(stream = %self.settings.stream, "stream settings updated");
+                }
+                Ok(existing)
+            }
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    jetstream::context::GetStreamErrorKind::JetStream(ref inner)
+                        if inner.error_code() == jetstream::ErrorCode::STREAM_NOT_FOUND
+                ) =>
+            {
+                let created = jetstream
+                    .create_stream(stream::Config {
+                        name: self.settings.stream.clone(),
+                        subjects: wanted_subjects,
+                        storage: stream::StorageType::File,
+                        duplicate_window: window,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(|error| PublishError::Stream {
+                        stream: self.settings.stream.clone(),
+                        reason: error.to_string(),
+                    })?;
+                info!(stream = %self.settings.stream, "stream created");
+                Ok(created)
+            }
+            Err(error) => Err(self.nats_error(error)),
+        }
+    }
+
+    /// Compares the checkpoint with the stream's last message and decides the next message's
+    /// expected predecessor; moves the checkpoint when the stream is elsewhere.
+    async fn resync(&self, stream: &mut stream::Stream) -> Result<Chain, ConsumerError> {
+        self.stats.resyncs.fetch_add(1, Ordering::Relaxed);
+        let ours = self.store.checkpoint(PUBLISHER).await?;
+        let last_sequence = stream
+            .info()
+            .await
+            .map_err(|error| self.nats_error(error))?
+            .state
+            .last_sequence;
+        let theirs = if last_sequence == 0 {
+            None
+        } else {
+            match stream.get_raw_message(last_sequence).await {
+                Ok(message) => self.published_checkpoint(&message.payload).await?,
+                Err(error) => {
+                    warn!(stream = %self.settings.stream, %error,
+                        "cannot read the stream's last message; going on from the checkpoint");
+                    None
+                }
+            }
+        };
+        let Some(theirs) = theirs else {
+            if last_sequence != 0 {
+                warn!(stream = %self.settings.stream,
+                    "the stream's last message is not an event of this store; going on from the checkpoint");
+            }
+            return Ok(Chain::Verified);
+        };
+        if theirs != ours {
+            if !self
+                .store
+                .advance_checkpoint(PUBLISHER, ours, theirs)
+                .await?
+            {
+                return Err(ConsumerError::Overtaken(PUBLISHER.to_owned()));
+            }
+            if theirs > ours {
+                info!(from = ours.position, to = theirs.position,
+                    "the stream already holds events beyond the checkpoint; checkpoint moved to its end");
+            } else {
+                warn!(
+                    from = ours.position,
+                    to = theirs.position,
+                    "the stream lost events the checkpoint had passed; publishing them again"
+                );
+            }
+        }
+        Ok(Chain::Verified)
+    }
+
+    /// Where the chain starts on connecting: after the checkpoint's event, so that events
+    /// published but not checkpointed before a crash are re-sent and dropped as duplicates;
+    /// at the start of the log, by looking at the stream.
+    async fn initial_chain(&self) -> Result<Chain, ConsumerError> {
+        let ours = self.store.checkpoint(PUBLISHER).await?;
+        if ours == Checkpoint::default() {
+            return Ok(Chain::Unknown);
+        }
+        Ok(match self.store.event_at(ours.position).await? {
+            Some((_, id)) => Chain::After(id),
+            None => Chain::Unknown,
+        })
+    }
+
+    /// The checkpoint of the event a published message carries, if it is one of this store's.
+    async fn published_checkpoint(
+        &self,
+        payload: &[u8],
+    ) -> Result<Option<Checkpoint>, ConsumerError> {
+        #[derive(serde::Deserialize)]
+        struct Published {
+            id: String,
+            position: i64,
+        }
+        let Ok(published) = serde_json::from_slice::<Published>(payload) else {
+            return Ok(None);
+        };
+        Ok(self
+            .store
+            .event_at(published.position)
+            .await?
+            .filter(|(_, id)| *id == published.id)
+            .map(|(checkpoint, _)| checkpoint))
+    }
+
+    fn nats_error(&self, error: impl std::fmt::Display) -> PublishError {
+        PublishError::Nats {
+            url: self.url.clone(),
+            reason: error.to_string(),
+        }
+    }
+}
+
+/// Refuses a stream name or subject prefix NATS would reject or misread.
+fn validate(settings: &NatsSettings) -> Result<(), PublishError> {
+    let bad_stream = settings.stream.is_empty()
+        || settings
+            .stream
+            .chars()
+            .any(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\'));
+    if bad_stream {
+        return Err(PublishError::Stream {
+            stream: settings.stream.clone(),
+            reason: "a stream name must be non-empty, without spaces or any of . * > / \\".into(),
+        });
+    }
+    let bad_prefix = settings.subject_prefix.split('.').any(|token| {
+        token.is_empty()
+            || token
+                .chars()
+                .any(|c| c.is_whitespace() || matches!(c, '*' | '>'))
+    });
+    if bad_prefix {
+        return Err(PublishError::Stream {
+            stream: settings.stream.clone(),
+            reason: format!(
+                "subject prefix '{}' must be dot-separated non-empty tokens without spaces, * or >",
+                settings.subject_prefix
+            ),
+        });
+    }
+    Ok(())
+}
