@@ -47,16 +47,28 @@ pub struct PublisherStats {
     pub resyncs: AtomicU64,
 }
 
-/// What the next message's `Nats-Expected-Last-Msg-Id` is.
+/// What the next message's `Nats-Expected-Last-Msg-Id` is, for a publisher at a checkpoint.
 #[derive(Debug, Clone)]
 enum Chain {
+    /// A new connection: continue from the checkpoint's event.
+    Fresh,
     /// Not known: look at the stream first.
     Unknown,
-    /// The stream was just seen to end where the checkpoint is; the server may not remember
-    /// its last id (a restarted server), so the next message goes unchecked.
-    Verified,
-    /// The id of the event at the checkpoint.
-    After(String),
+    /// The stream was just seen to end at this checkpoint; the server may not remember its
+    /// last id (a restarted server), so the next message goes unchecked.
+    Verified(Checkpoint),
+    /// The event at this checkpoint (its id) must be the stream's last.
+    After(Checkpoint, String),
+}
+
+impl Chain {
+    /// The checkpoint the chain continues from, if known.
+    fn at(&self) -> Option<Checkpoint> {
+        match self {
+            Self::Fresh | Self::Unknown => None,
+            Self::Verified(at) | Self::After(at, _) => Some(*at),
+        }
+    }
 }
 
 struct Link {
@@ -140,15 +152,23 @@ impl Publisher {
     async fn publish_batch(&self, checkpoint: bool) -> Result<bool, ConsumerError> {
         let mut guard = self.link.lock().await;
         if guard.is_none() {
-            let mut link = self.connect().await?;
-            link.chain = self.initial_chain().await?;
-            *guard = Some(link);
+            *guard = Some(self.connect().await?);
         }
         let link = guard.as_mut().expect("connected above");
+        let mut from = self.store.checkpoint(PUBLISHER).await?;
+        let stale = match &link.chain {
+            Chain::Unknown => false,
+            Chain::Fresh => true,
+            continuing => continuing.at() != Some(from),
+        };
+        if stale {
+            // A new connection, or another instance moved the checkpoint meanwhile.
+            link.chain = self.chain_at(from).await?;
+        }
         if matches!(link.chain, Chain::Unknown) {
             link.chain = self.resync(&mut link.stream).await?;
+            from = link.chain.at().unwrap_or(from);
         }
-        let from = self.store.checkpoint(PUBLISHER).await?;
         let events = self
             .store
             .read_log(from, Checkpoint::END, PUBLISH_BATCH)
@@ -157,20 +177,22 @@ impl Publisher {
             return Ok(false);
         }
         let mut pending = Vec::with_capacity(events.len());
-        let mut previous = link.chain.clone();
+        let mut expected = match &link.chain {
+            Chain::After(_, id) => Some(id.clone()),
+            Chain::Verified(_) | Chain::Unknown | Chain::Fresh => None,
+        };
         for stored in &events {
             let (subject, body) = self.message(stored).await?;
             let mut publish = jetstream::message::PublishMessage::build()
                 .payload(body)
                 .message_id(&stored.event_id);
-            if let Chain::After(id) = &previous {
+            if let Some(id) = &expected {
                 publish = publish.expected_last_message_id(id);
             }
-            previous = Chain::After(stored.event_id.clone());
+            expected = Some(stored.event_id.clone());
             match link.jetstream.send_publish(subject, publish).await {
                 Ok(ack) => pending.push(ack),
                 Err(error) => {
-                    pending.clear();
                     link.chain = Chain::Unknown;
                     return Err(self.nats_error(error).into());
                 }
@@ -205,11 +227,7 @@ impl Publisher {
                 link.chain = Chain::Unknown;
                 return Err(ConsumerError::Overtaken(PUBLISHER.to_owned()));
             }
-            link.chain = Chain::After(last.event_id.clone());
-        }
-        if !checkpoint {
-            // The stream is ahead of the checkpoint now; only a look at it says where.
-            link.chain = Chain::Unknown;
+            link.chain = Chain::After(last.checkpoint, last.event_id.clone());
         }
         match failure {
             None => Ok(true),
@@ -258,7 +276,7 @@ impl Publisher {
         Ok(Link {
             jetstream,
             stream,
-            chain: Chain::Unknown,
+            chain: Chain::Fresh,
         })
     }
 
@@ -354,7 +372,7 @@ impl Publisher {
                 warn!(stream = %self.settings.stream,
                     "the stream's last message is not an event of this store; going on from the checkpoint");
             }
-            return Ok(Chain::Verified);
+            return Ok(Chain::Verified(ours));
         };
         if theirs != ours {
             if !self
@@ -375,20 +393,19 @@ impl Publisher {
                 );
             }
         }
-        Ok(Chain::Verified)
+        Ok(Chain::Verified(theirs))
     }
 
-    /// Where the chain starts on connecting: after the checkpoint's event, so that events
-    /// published but not checkpointed before a crash are re-sent and dropped as duplicates;
-    /// at the start of the log, by looking at the stream.
-    async fn initial_chain(&self) -> Result<Chain, ConsumerError> {
-        let ours = self.store.checkpoint(PUBLISHER).await?;
-        if ours == Checkpoint::default() {
+    /// The chain continuing from `checkpoint`: after its event, so that events published but
+    /// not checkpointed before a crash are re-sent and dropped as duplicates; at the start of
+    /// the log, unknown (the stream decides).
+    async fn chain_at(&self, checkpoint: Checkpoint) -> Result<Chain, ConsumerError> {
+        if checkpoint == Checkpoint::default() {
             return Ok(Chain::Unknown);
         }
-        Ok(match self.store.event_at(ours.position).await? {
-            Some((_, id)) => Chain::After(id),
-            None => Chain::Unknown,
+        Ok(match self.store.event_at(checkpoint.position).await? {
+            Some((at, id)) if at == checkpoint => Chain::After(checkpoint, id),
+            _ => Chain::Unknown,
         })
     }
 
