@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -19,7 +20,7 @@ use crate::values::{OfferId, ProductName, ProvisioningId, UnitPrice};
 pub const CATALOG_ID: &str = "catalog";
 
 /// An offer as the partner's catalog lists it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Offer {
     /// The offer id (a GUID from Microsoft's offer matrix).
     pub id: OfferId,
@@ -357,16 +358,25 @@ pub enum CatalogCommand {
     },
 }
 
-/// Events of the catalog aggregate.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Events of the catalog aggregate: one stream, id `catalog`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub enum CatalogEvent {
-    /// An offer was added or changed.
+    /// An offer was added to the catalog or changed (`POST /v1/offers`, PublishOffer; the default
+    /// offers are published into an empty catalog when the service first starts). `offer` is the
+    /// offer as it reads from now on.
     OfferPublished {
         /// The offer as it reads from now on.
         offer: Offer,
-        /// When.
+        /// When it happened (business time, by the service's clock).
         at: DateTime<Utc>,
     },
+}
+
+impl CatalogEvent {
+    /// The schema version of every catalog event: the `v<N>` of their CloudEvents types and what
+    /// [`DomainEvent::event_version`] records. Raise it for a change that breaks readers of the
+    /// JSON (an upcaster then reads the old one); an added field does not.
+    pub const EVENT_VERSION: &'static str = "1";
 }
 
 impl DomainEvent for CatalogEvent {
@@ -377,7 +387,7 @@ impl DomainEvent for CatalogEvent {
     }
 
     fn event_version(&self) -> String {
-        "1".into()
+        Self::EVENT_VERSION.into()
     }
 }
 

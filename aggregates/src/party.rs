@@ -3,6 +3,7 @@
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -23,18 +24,25 @@ pub enum ResellerCommand {
     },
 }
 
-/// Events of a reseller.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Events of a reseller: the `reseller` aggregate, one stream per reseller.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub enum ResellerEvent {
-    /// The reseller was registered.
+    /// An indirect reseller was registered (`POST /v1/resellers`, CreateReseller).
     ResellerCreated {
-        /// Its id.
+        /// The reseller's id, the subject of its stream.
         reseller_id: Uuid,
-        /// Its name.
+        /// The reseller's name.
         name: OrganisationName,
-        /// When.
+        /// When it happened (business time, by the service's clock).
         at: DateTime<Utc>,
     },
+}
+
+impl ResellerEvent {
+    /// The schema version of every reseller event: the `v<N>` of their CloudEvents types and what
+    /// [`DomainEvent::event_version`] records. Raise it for a change that breaks readers of the
+    /// JSON (an upcaster then reads the old one); an added field does not.
+    pub const EVENT_VERSION: &'static str = "1";
 }
 
 impl DomainEvent for ResellerEvent {
@@ -43,7 +51,7 @@ impl DomainEvent for ResellerEvent {
     }
 
     fn event_version(&self) -> String {
-        "1".into()
+        Self::EVENT_VERSION.into()
     }
 }
 
@@ -121,22 +129,30 @@ pub enum BillingProfileCommand {
     },
 }
 
-/// Events of a billing profile.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Events of a billing profile: the `billing_profile` aggregate, one stream per profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub enum BillingProfileEvent {
-    /// The billing profile was created.
+    /// A billing profile was created (`POST /v1/billing-profiles`, CreateBillingProfile) for the
+    /// partner's own account or a reseller's; it gets its own monthly invoice.
     BillingProfileCreated {
-        /// Its id.
+        /// The billing profile's id, the subject of its stream.
         billing_profile_id: Uuid,
-        /// Its name.
+        /// The billing profile's name.
         name: OrganisationName,
-        /// Its currency.
+        /// The currency it is invoiced in.
         currency: Currency,
-        /// Its reseller account, if any.
+        /// The reseller account it belongs to, or `null` for the partner's own.
         reseller_id: Option<Uuid>,
-        /// When.
+        /// When it happened (business time, by the service's clock).
         at: DateTime<Utc>,
     },
+}
+
+impl BillingProfileEvent {
+    /// The schema version of every billing-profile event: the `v<N>` of their CloudEvents types and
+    /// what [`DomainEvent::event_version`] records. Raise it for a change that breaks readers of
+    /// the JSON (an upcaster then reads the old one); an added field does not.
+    pub const EVENT_VERSION: &'static str = "1";
 }
 
 impl DomainEvent for BillingProfileEvent {
@@ -145,7 +161,7 @@ impl DomainEvent for BillingProfileEvent {
     }
 
     fn event_version(&self) -> String {
-        "1".into()
+        Self::EVENT_VERSION.into()
     }
 }
 

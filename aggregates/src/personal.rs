@@ -14,7 +14,7 @@ use crate::values::{Location, ParseError, PersonName, UserPrincipalName};
 
 /// A user's personal details in clear text: what the service seals and, while the key lives,
 /// unseals. Never part of an event.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PersonalDetails {
     /// The user principal name.
     pub user_principal_name: UserPrincipalName,
@@ -29,11 +29,16 @@ pub struct PersonalDetails {
 }
 
 /// Personal details sealed under the key `key_id` (the user's own key). Opaque to the domain.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Downstream readers cannot open it: the principal name, names and location inside are
+/// readable only through the service's API, and by no one once the user is purged (the key is
+/// destroyed; the sealed bytes stay in the immutable log).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SealedDetails {
     /// The id of the key in the key store; the user id, so that purge finds it.
     pub key_id: Uuid,
     /// The sealed bytes (nonce and ciphertext), base64-encoded by the sealer.
+    #[schemars(extend("contentEncoding" = "base64"))]
     pub ciphertext: String,
 }
 
@@ -73,6 +78,12 @@ impl PrincipalFingerprint {
     }
 }
 
+crate::values::string_json_schema!(PrincipalFingerprint, "PrincipalFingerprint", {
+    "description": "A keyed fingerprint (HMAC-SHA-256) of a normalised user principal name: 64 lower-case hex digits. It tells principal names apart without revealing them.",
+    "type": "string",
+    "pattern": "^[0-9a-f]{64}$",
+});
+
 impl TryFrom<String> for PrincipalFingerprint {
     type Error = ParseError;
     fn try_from(value: String) -> Result<Self, Self::Error> {
@@ -88,7 +99,7 @@ impl From<PrincipalFingerprint> for String {
 
 /// Where the notice of a password reset went, without the address when it is another one than
 /// the user's own (that address is personal data too, so only that one was given is recorded).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ResetNotice {
     /// To the user's own principal name (the default).

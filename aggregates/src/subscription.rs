@@ -8,6 +8,7 @@
 use chrono::{DateTime, Months, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -18,7 +19,7 @@ use crate::tenant::{ParentChainProof, SeatSnapshot, SeatState};
 use crate::values::{Quantity, Term, UnitPrice};
 
 /// Why a subscription was suspended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum SuspensionReason {
     /// A partner or admin asked for it.
@@ -139,7 +140,7 @@ pub struct SeatBatch {
 }
 
 /// Seats taken from one batch by a removal.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct BatchDraw {
     /// The batch.
     pub batch: u32,
@@ -249,141 +250,164 @@ pub enum SubscriptionCommand {
     },
 }
 
-/// Events of a subscription.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Events of a subscription: the `subscription` aggregate, one stream per subscription.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub enum SubscriptionEvent {
-    /// The subscription exists, with its first batch of seats.
+    /// The subscription's stream opened with its first batch of seats: follows the tenant's
+    /// `SubscriptionPurchased`. A trial has `trial_ends_at` set and expires then unless converted.
     SubscriptionOpened {
-        /// Its id.
+        /// The subscription's id, the subject of its stream.
         subscription_id: Uuid,
-        /// The tenant.
+        /// The tenant that bought it.
         tenant_id: Uuid,
         /// The offer, price included.
         offer: Offer,
-        /// Seats.
+        /// Seats bought.
         quantity: u32,
-        /// Term.
+        /// How long a term runs before it renews.
         term: Term,
-        /// Who pays.
+        /// The billing profile whose invoice the subscription goes on.
         billing_profile_id: Uuid,
-        /// Whether a trial.
+        /// Whether it is a trial.
         trial: bool,
-        /// When a trial ends.
+        /// When the trial ends; `null` for a paid subscription.
         trial_ends_at: Option<DateTime<Utc>>,
         /// When the current term ends.
         renews_at: DateTime<Utc>,
         /// When the first batch stops being refundable.
         refundable_until: DateTime<Utc>,
-        /// When.
+        /// When it happened (business time, by the service's clock).
         at: DateTime<Utc>,
     },
-    /// Seats were added.
+    /// Seats were added (`POST /v1/subscriptions/{subscription_id}/licenses:add`, AddLicense) as a
+    /// new batch with its own cancellation window.
     LicensesAdded {
-        /// How many.
+        /// How many seats were added.
         count: u32,
-        /// Their batch.
+        /// The number of the new batch within the subscription (`drawn` of a later removal names
+        /// it).
         batch: u32,
         /// Until when they are refundable.
         refundable_until: DateTime<Utc>,
         /// The unit price they are billed at.
         unit_price: UnitPrice,
-        /// The resulting seats.
+        /// The subscription's seats after the change, as the tenant's pool counts them.
         seats: SeatSnapshot,
-        /// When.
+        /// When it happened (business time, by the service's clock).
         at: DateTime<Utc>,
     },
-    /// Seats were removed within their window.
+    /// Seats still within their cancellation window were removed (`POST
+    /// /v1/subscriptions/{subscription_id}/licenses:remove`, RemoveLicense), newest batches first.
     LicensesRemoved {
-        /// How many.
+        /// How many seats were removed.
         count: u32,
         /// From which batches.
         drawn: Vec<BatchDraw>,
         /// The unit price the seats are billed at now (the current offer's, after an upgrade).
         unit_price: UnitPrice,
-        /// The resulting seats.
+        /// The subscription's seats after the change, as the tenant's pool counts them.
         seats: SeatSnapshot,
-        /// When.
+        /// When it happened (business time, by the service's clock).
         at: DateTime<Utc>,
     },
-    /// Suspended.
+    /// The subscription was suspended: on request (`POST
+    /// /v1/subscriptions/{subscription_id}:suspend`, reason `requested`) or, for an add-on, after
+    /// its last qualifying parent ended (`AddOnOrphaned`, reason `parent_ended`). Its seats are
+    /// still billed but cannot be assigned.
     SubscriptionSuspended {
-        /// Why.
+        /// Why it was suspended.
         reason: SuspensionReason,
-        /// The resulting seats.
+        /// The subscription's seats after the change, as the tenant's pool counts them.
         seats: SeatSnapshot,
-        /// When.
+        /// When it happened (business time, by the service's clock).
         at: DateTime<Utc>,
     },
-    /// Back in service.
+    /// A suspended subscription was reactivated (`POST
+    /// /v1/subscriptions/{subscription_id}:reactivate`; an add-on only while a parent chain holds).
+    /// Its seats count as enabled again, or as warning when its term ended while it was suspended.
     SubscriptionReactivated {
-        /// The resulting seats.
+        /// The subscription's seats after the change, as the tenant's pool counts them.
         seats: SeatSnapshot,
-        /// When.
+        /// When it happened (business time, by the service's clock).
         at: DateTime<Utc>,
     },
-    /// Cancelled.
+    /// The subscription was cancelled (`POST /v1/subscriptions/{subscription_id}:cancel`) within
+    /// the cancellation window of its purchase, renewal or conversion (a trial at any time); its
+    /// seats leave the pool.
     SubscriptionCancelled {
-        /// The resulting seats (inactive).
+        /// The subscription's seats after the change (state `inactive`: out of the pool).
         seats: SeatSnapshot,
-        /// When.
+        /// When it happened (business time, by the service's clock).
         at: DateTime<Utc>,
     },
-    /// A trial became paid.
+    /// A trial became a paid subscription (`POST
+    /// /v1/subscriptions/{subscription_id}:convert-trial`), with a fresh cancellation window and a
+    /// first paid term.
     TrialConverted {
         /// The start of the paid term's cancellation window closes then.
         refundable_until: DateTime<Utc>,
         /// When the first paid term ends.
         renews_at: DateTime<Utc>,
-        /// The resulting seats.
+        /// The subscription's seats after the change, as the tenant's pool counts them.
         seats: SeatSnapshot,
-        /// When.
+        /// When it happened (business time, by the service's clock).
         at: DateTime<Utc>,
     },
-    /// Moved to another offer.
+    /// The subscription moved to one of its offer's possible upgrades (`POST
+    /// /v1/subscriptions/{subscription_id}:upgrade`); `seats` carries the new offer and its price.
     SubscriptionUpgraded {
         /// The offer before.
         from: Offer,
         /// The resulting seats (with the new offer and price).
         seats: SeatSnapshot,
-        /// When.
+        /// When it happened (business time, by the service's clock).
         at: DateTime<Utc>,
     },
-    /// Renewed for another term; every seat is refundable again for a window.
+    /// The subscription was renewed for another term once the current one had ended (Renew); every
+    /// seat is refundable again for a window. (The service issues no Renew yet: today paid
+    /// subscriptions neither renew nor expire.)
     SubscriptionRenewed {
         /// When the new term ends.
         renews_at: DateTime<Utc>,
         /// Until when the renewed seats are refundable.
         refundable_until: DateTime<Utc>,
-        /// The resulting seats.
+        /// The subscription's seats after the change, as the tenant's pool counts them.
         seats: SeatSnapshot,
-        /// When.
+        /// When it happened (business time, by the service's clock).
         at: DateTime<Utc>,
     },
-    /// Expired: in its grace period.
+    /// The subscription's term ended without a renewal and its grace period began (today only
+    /// trials expire, by a durable timer at `trial_ends_at`). Its seats count as warning, still
+    /// assignable, until `grace_ends_at`; a subscription suspended at that moment stays suspended
+    /// while the grace period runs.
     SubscriptionExpired {
         /// When the grace period ends.
         grace_ends_at: DateTime<Utc>,
-        /// The resulting seats (warning).
+        /// The subscription's seats after the change (state `warning`, or `suspended` when it was
+        /// suspended).
         seats: SeatSnapshot,
-        /// When.
+        /// When it happened (business time, by the service's clock).
         at: DateTime<Utc>,
     },
-    /// Disabled after the grace period.
+    /// An expired subscription's grace period ended (durable timer at `grace_ends_at`): it is out
+    /// of service for good and its seats leave the pool.
     SubscriptionDisabled {
-        /// The resulting seats (inactive).
+        /// The subscription's seats after the change (state `inactive`: out of the pool).
         seats: SeatSnapshot,
-        /// When.
+        /// When it happened (business time, by the service's clock).
         at: DateTime<Utc>,
     },
-    /// Moved to another billing profile.
+    /// The subscription moved to another billing profile (`PUT
+    /// /v1/subscriptions/{subscription_id}/billing-profile`); its charges go on `to`'s invoice from
+    /// now on.
     BillingProfileAssigned {
-        /// The tenant (for routing).
+        /// The tenant the subscription belongs to.
         tenant_id: Uuid,
         /// The profile before.
         from: Uuid,
         /// The profile after.
         to: Uuid,
-        /// When.
+        /// When it happened (business time, by the service's clock).
         at: DateTime<Utc>,
     },
 }
@@ -425,6 +449,13 @@ impl SubscriptionEvent {
     }
 }
 
+impl SubscriptionEvent {
+    /// The schema version of every subscription event: the `v<N>` of their CloudEvents types and
+    /// what [`DomainEvent::event_version`] records. Raise it for a change that breaks readers of
+    /// the JSON (an upcaster then reads the old one); an added field does not.
+    pub const EVENT_VERSION: &'static str = "1";
+}
+
 impl DomainEvent for SubscriptionEvent {
     fn event_type(&self) -> String {
         match self {
@@ -445,7 +476,7 @@ impl DomainEvent for SubscriptionEvent {
     }
 
     fn event_version(&self) -> String {
-        "1".into()
+        Self::EVENT_VERSION.into()
     }
 }
 

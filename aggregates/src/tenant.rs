@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -22,7 +23,7 @@ use crate::values::{
 };
 
 /// How a subscription's seats count in the pool (Microsoft Graph's subscribedSkus buckets).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SeatState {
     /// Active: assignable.
@@ -42,9 +43,10 @@ impl SeatState {
     }
 }
 
-/// What the tenant knows of one subscription's seats: the subscription reports it after each
-/// change (see [`crate::policy`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One subscription's seats as the tenant's pool counts them: the subscription reports this
+/// absolute state (not a difference) after each change to its seats, and `crate::policy` carries
+/// it to the tenant.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SeatSnapshot {
     /// The tenant the subscription belongs to.
     pub tenant_id: Uuid,
@@ -244,53 +246,64 @@ pub enum TenantCommand {
     },
 }
 
-/// Events of a tenant.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Events of a tenant: the `tenant` aggregate, one stream per customer tenant, which holds its
+/// seat pool and its register of users.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub enum TenantEvent {
-    /// The tenant was created.
+    /// A customer tenant was created (`POST /v1/tenants`, CreateTenant): the first event of every
+    /// tenant stream.
     TenantCreated {
-        /// Its id.
+        /// The tenant's id, the subject of its stream.
         tenant_id: Uuid,
-        /// Its domain.
+        /// Its initial domain, e.g. `contoso.onmicrosoft.com`; user principal names end in it.
         domain: DomainName,
-        /// Its name.
+        /// The tenant's (organisation's) name.
         name: OrganisationName,
-        /// Its reseller, if indirect.
+        /// The indirect reseller that manages the tenant, or `null` when the partner manages it
+        /// directly.
         reseller_id: Option<Uuid>,
-        /// When.
+        /// When it happened (business time, by the service's clock).
         at: DateTime<Utc>,
     },
-    /// A subscription was bought (with the offer and price as of the purchase).
+    /// A subscription was bought for the tenant (`POST /v1/tenants/{tenant_id}/subscriptions`,
+    /// PurchaseSubscription), with the offer and its price as the catalog listed them at the
+    /// purchase. The subscription's own stream then opens with `SubscriptionOpened`.
     SubscriptionPurchased {
-        /// The subscription.
+        /// The subscription: the id of its `subscription` stream.
         subscription_id: Uuid,
         /// The offer, price included.
         offer: Offer,
         /// Seats bought.
         quantity: u32,
-        /// Term.
+        /// How long a term runs before it renews.
         term: Term,
-        /// Who pays.
+        /// The billing profile whose invoice the subscription goes on.
         billing_profile_id: Uuid,
-        /// Whether a trial.
+        /// Whether it is a trial.
         trial: bool,
-        /// When.
+        /// When it happened (business time, by the service's clock).
         at: DateTime<Utc>,
     },
-    /// A subscription's seats changed in the pool.
+    /// The tenant's seat pool took in a change of one subscription's seats (quantity, how they
+    /// count, or the product after an upgrade). It follows every subscription event that carries
+    /// `seats` (licences added or removed, suspension, reactivation, cancellation, trial
+    /// conversion, upgrade, renewal, expiry, disabling), unless the report changes nothing or is
+    /// older than the last one taken in.
     SubscriptionSeatsChanged {
-        /// The subscription.
+        /// The subscription: the id of its `subscription` stream.
         subscription_id: Uuid,
-        /// The subscription event that reported it.
+        /// The `streamsequence` of the subscription event that reported it.
         source_sequence: u64,
         /// Its product before the change (differs from the offer's after an upgrade).
         previous_product: ProvisioningId,
-        /// What it reported.
+        /// The subscription's seats after the change, as it reported them.
         seats: SeatSnapshot,
-        /// When.
+        /// When it happened (business time, by the service's clock).
         at: DateTime<Utc>,
     },
-    /// After an upgrade, users whose old product no longer had seats were moved to the new one.
+    /// After an upgrade took its seats from the old product, the users who held the old product
+    /// beyond the seats it still has were moved to the new one. Committed together with the
+    /// `SubscriptionSeatsChanged` of the upgrade, right after it.
     LicensesMigrated {
         /// The upgraded subscription.
         subscription_id: Uuid,
@@ -300,10 +313,13 @@ pub enum TenantEvent {
         to_product: ProvisioningId,
         /// The users moved.
         users: Vec<Uuid>,
-        /// When.
+        /// When it happened (business time, by the service's clock).
         at: DateTime<Utc>,
     },
-    /// An add-on lost its last qualifying parent; it is to be suspended with it.
+    /// A subscription going out of service (cancelled or disabled) left an add-on in service
+    /// without a qualifying parent chain. Committed together with the `SubscriptionSeatsChanged`
+    /// that took the parent out, right after it; the add-on is then suspended
+    /// (`SubscriptionSuspended` with reason `parent_ended`).
     AddOnOrphaned {
         /// The add-on subscription.
         subscription_id: Uuid,
@@ -311,65 +327,72 @@ pub enum TenantEvent {
         offer_id: OfferId,
         /// The parent subscription whose end caused it.
         parent_subscription_id: Uuid,
-        /// When.
+        /// When it happened (business time, by the service's clock).
         at: DateTime<Utc>,
     },
-    /// A user was registered and its principal name reserved.
+    /// A user was created in the tenant (`POST /v1/tenants/{tenant_id}/users`, CreateUser) and its
+    /// principal name reserved; the user's own stream then starts with `UserCreated`. Personal
+    /// details are sealed.
     UserRegistered {
-        /// The user.
+        /// The user: the id of its `user` stream.
         user_id: Uuid,
         /// The principal name's fingerprint.
         fingerprint: PrincipalFingerprint,
         /// Sealed personal details (shredded with the user's key).
         details: SealedDetails,
-        /// Role.
+        /// The user's administrative role in the tenant.
         role: UserRole,
-        /// When.
+        /// When it happened (business time, by the service's clock).
         at: DateTime<Utc>,
     },
-    /// A user's licences changed.
+    /// A user's licences changed (`POST /v1/users/{user_id}/licenses`, AssignLicenses): every
+    /// product in `added` was given and every one in `removed` taken away, all at once. Not emitted
+    /// when the request changes nothing.
     LicensesAssigned {
-        /// The user.
+        /// The user: the id of its `user` stream.
         user_id: Uuid,
         /// Products given.
         added: Vec<ProvisioningId>,
         /// Products taken away.
         removed: Vec<ProvisioningId>,
-        /// When.
+        /// When it happened (business time, by the service's clock).
         at: DateTime<Utc>,
     },
-    /// A deleted user's licences went back to the pool.
+    /// A deleted user's licences went back to the pool: follows `UserDeleted` (DeleteUser).
+    /// `released` may be empty.
     UserLicensesReleased {
-        /// The user.
+        /// The user: the id of its `user` stream.
         user_id: Uuid,
-        /// The user event (deletion) that caused it.
+        /// The `streamsequence` of the user's `UserDeleted` that caused it.
         source_sequence: u64,
         /// Products released.
         released: Vec<ProvisioningId>,
-        /// When.
+        /// When it happened (business time, by the service's clock).
         at: DateTime<Utc>,
     },
-    /// A restored user got its licences back; `over_assigned` lists products that had no free
-    /// seat any more, so the pool is now over-assigned for them.
+    /// A restored user got its licences back: follows `UserRestored` (RestoreUser). `over_assigned`
+    /// lists the products that had no free seat any more: the pool is over-assigned for them from
+    /// now on (shown, never hidden).
     UserLicensesReinstated {
-        /// The user.
+        /// The user: the id of its `user` stream.
         user_id: Uuid,
-        /// The user event (restore) that caused it.
+        /// The `streamsequence` of the user's `UserRestored` that caused it.
         source_sequence: u64,
         /// Products given back.
         reinstated: Vec<ProvisioningId>,
         /// Products given back without a free seat.
         over_assigned: Vec<ProvisioningId>,
-        /// When.
+        /// When it happened (business time, by the service's clock).
         at: DateTime<Utc>,
     },
-    /// A purged user left the register; its principal name is free.
+    /// A purged user left the tenant's register and its principal name is free again: follows
+    /// `UserPurged`.
     UserForgotten {
-        /// The user.
+        /// The user: the id of its `user` stream.
         user_id: Uuid,
-        /// The user event (purge) that caused it.
+        /// The `streamsequence` of the user's `UserPurged` that caused it.
         source_sequence: u64,
-        /// When.
+        /// When it happened (business time, by the service's clock).
         at: DateTime<Utc>,
     },
 }
@@ -392,6 +415,13 @@ impl TenantEvent {
     }
 }
 
+impl TenantEvent {
+    /// The schema version of every tenant event: the `v<N>` of their CloudEvents types and what
+    /// [`DomainEvent::event_version`] records. Raise it for a change that breaks readers of the
+    /// JSON (an upcaster then reads the old one); an added field does not.
+    pub const EVENT_VERSION: &'static str = "1";
+}
+
 impl DomainEvent for TenantEvent {
     fn event_type(&self) -> String {
         match self {
@@ -410,7 +440,7 @@ impl DomainEvent for TenantEvent {
     }
 
     fn event_version(&self) -> String {
-        "1".into()
+        Self::EVENT_VERSION.into()
     }
 }
 

@@ -7,6 +7,7 @@
 use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -108,67 +109,76 @@ pub enum UserCommand {
     },
 }
 
-/// Events of a user.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Events of a user: the `user` aggregate, one stream per user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub enum UserEvent {
-    /// The user exists.
+    /// The user's stream opened: follows the tenant's `UserRegistered` (CreateUser). Personal
+    /// details are sealed.
     UserCreated {
-        /// Its id.
+        /// The user's id, the subject of its stream.
         user_id: Uuid,
-        /// Its tenant.
+        /// The tenant the user belongs to.
         tenant_id: Uuid,
         /// Sealed personal details.
         details: SealedDetails,
-        /// Role.
+        /// The user's administrative role in the tenant.
         role: UserRole,
-        /// When.
+        /// When it happened (business time, by the service's clock).
         at: DateTime<Utc>,
     },
-    /// Details or role changed.
+    /// A user's personal details and/or role changed (`PATCH /v1/users/{user_id}`, EditUser); what
+    /// did not change is `null`. Not emitted when nothing changes.
     UserEdited {
-        /// The tenant.
+        /// The tenant the user belongs to.
         tenant_id: Uuid,
-        /// New sealed details, if changed.
+        /// The new sealed personal details, or `null` when they did not change.
         details: Option<SealedDetails>,
-        /// New role, if changed.
+        /// The new role, or `null` when it did not change.
         role: Option<UserRole>,
-        /// When.
+        /// When it happened (business time, by the service's clock).
         at: DateTime<Utc>,
     },
-    /// Soft-deleted.
+    /// A user was soft-deleted (`DELETE /v1/users/{user_id}`, DeleteUser): its licences are
+    /// released (`UserLicensesReleased`) and it is restorable until `restorable_until` (30 days),
+    /// when it is purged.
     UserDeleted {
-        /// The tenant.
+        /// The tenant the user belongs to.
         tenant_id: Uuid,
-        /// When.
+        /// When it was deleted (business time, by the service's clock).
         deleted_at: DateTime<Utc>,
         /// The end of the restore window (and when the purge falls due).
         restorable_until: DateTime<Utc>,
     },
-    /// Restored within its window.
+    /// A deleted user was restored within its restore window (`POST /v1/users/{user_id}:restore`,
+    /// RestoreUser); its licences are given back (`UserLicensesReinstated`).
     UserRestored {
-        /// The tenant.
+        /// The tenant the user belongs to.
         tenant_id: Uuid,
         /// When it had been deleted.
         deleted_at: DateTime<Utc>,
-        /// When.
+        /// When it happened (business time, by the service's clock).
         at: DateTime<Utc>,
     },
-    /// Purged: its key is to be destroyed, its details unreadable from now on.
+    /// A deleted user was purged when its restore window closed (durable timer at
+    /// `restorable_until`): its key is destroyed, so its sealed personal details can never be read
+    /// again, and it can no longer be restored.
     UserPurged {
-        /// The tenant.
+        /// The tenant the user belongs to.
         tenant_id: Uuid,
-        /// The key to destroy.
+        /// The key destroyed with the purge: the one `details` were sealed under.
         key_id: Uuid,
-        /// When.
+        /// When it happened (business time, by the service's clock).
         at: DateTime<Utc>,
     },
-    /// A password was reset; no secret is recorded.
+    /// A user's password was reset (`POST /v1/users/{user_id}:reset-password`, ResetPassword). The
+    /// temporary password is shown once to the caller and never recorded: the event says only where
+    /// the notice went.
     PasswordReset {
-        /// The tenant.
+        /// The tenant the user belongs to.
         tenant_id: Uuid,
-        /// Where the notice went.
+        /// Where the notice of the reset went.
         notice: ResetNotice,
-        /// When.
+        /// When it happened (business time, by the service's clock).
         at: DateTime<Utc>,
     },
 }
@@ -199,6 +209,13 @@ impl UserEvent {
     }
 }
 
+impl UserEvent {
+    /// The schema version of every user event: the `v<N>` of their CloudEvents types and what
+    /// [`DomainEvent::event_version`] records. Raise it for a change that breaks readers of the
+    /// JSON (an upcaster then reads the old one); an added field does not.
+    pub const EVENT_VERSION: &'static str = "1";
+}
+
 impl DomainEvent for UserEvent {
     fn event_type(&self) -> String {
         match self {
@@ -213,7 +230,7 @@ impl DomainEvent for UserEvent {
     }
 
     fn event_version(&self) -> String {
-        "1".into()
+        Self::EVENT_VERSION.into()
     }
 }
 

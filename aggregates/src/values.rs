@@ -57,6 +57,53 @@ macro_rules! parsed_string_serde {
     };
 }
 
+/// Implements `JsonSchema` for a type that serialises to a JSON string: `$json` describes that
+/// string with the constraints the type's `parse` enforces (`tests/events_doc.rs` checks them
+/// against the parsers and validates real events against them).
+macro_rules! string_json_schema {
+    ($ty:ty, $name:literal, $json:tt) => {
+        impl schemars::JsonSchema for $ty {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                $name.into()
+            }
+
+            fn schema_id() -> std::borrow::Cow<'static, str> {
+                concat!(module_path!(), "::", $name).into()
+            }
+
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!($json)
+            }
+        }
+    };
+}
+pub(crate) use string_json_schema;
+
+/// The JSON Schema pattern of a text trimmed by the parser and free of control characters
+/// (`char::is_control`: U+0000-U+001F, U+007F-U+009F): no white space at either end.
+const TEXT_PATTERN: &str =
+    r"^[^\s\x00-\x1F\x7F-\x9F](?:[^\x00-\x1F\x7F-\x9F]*[^\s\x00-\x1F\x7F-\x9F])?$";
+
+/// The JSON Schema pattern of one lower-case DNS label: 1-63 letters, digits or inner hyphens.
+macro_rules! label_pattern {
+    () => {
+        r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+    };
+}
+
+/// The JSON Schema pattern of a [`DomainName`]: at least two labels.
+const DOMAIN_PATTERN: &str = concat!("^", label_pattern!(), r"(?:\.", label_pattern!(), ")+$");
+
+/// The JSON Schema pattern of a [`UserPrincipalName`] (and an [`EmailAddress`]): a lower-case
+/// alias of letters, digits and `_ ' + -` in dot-separated runs, `@`, and a domain.
+const PRINCIPAL_PATTERN: &str = concat!(
+    r"^[a-z0-9_'+-]+(?:\.[a-z0-9_'+-]+)*@",
+    label_pattern!(),
+    r"(?:\.",
+    label_pattern!(),
+    ")+$"
+);
+
 fn bounded_text(field: &'static str, raw: &str, max_chars: usize) -> Result<String, ParseError> {
     let trimmed = raw.trim();
     if trimmed.is_empty() {
@@ -124,6 +171,25 @@ impl fmt::Display for Quantity {
     }
 }
 
+impl schemars::JsonSchema for Quantity {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Quantity".into()
+    }
+
+    fn schema_id() -> std::borrow::Cow<'static, str> {
+        concat!(module_path!(), "::Quantity").into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A number of licences (seats): a whole number from 1 to 1 000 000.",
+            "type": "integer",
+            "minimum": 1,
+            "maximum": Quantity::MAX,
+        })
+    }
+}
+
 /// A DNS domain name in lower case, e.g. `contoso.onmicrosoft.com`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct DomainName(String);
@@ -171,6 +237,13 @@ impl DomainName {
     }
 }
 parsed_string_serde!(DomainName);
+string_json_schema!(DomainName, "DomainName", {
+    "description": "A DNS domain name in lower case, e.g. `contoso.onmicrosoft.com`: at least two dot-separated labels of 1-63 letters, digits or inner hyphens; at most 253 characters.",
+    "type": "string",
+    "maxLength": 253,
+    "pattern": DOMAIN_PATTERN,
+    "examples": ["contoso.onmicrosoft.com"],
+});
 
 /// A user principal name, `alias@domain`, compared case-insensitively (stored in lower case).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -225,6 +298,13 @@ impl UserPrincipalName {
     }
 }
 parsed_string_serde!(UserPrincipalName);
+string_json_schema!(UserPrincipalName, "UserPrincipalName", {
+    "description": "A user principal name `alias@domain` in lower case: an alias of 1-64 letters, digits and `. _ - ' +` (no leading, trailing or doubled dot), `@`, and a domain name; at most 113 characters.",
+    "type": "string",
+    "maxLength": 113,
+    "pattern": PRINCIPAL_PATTERN,
+    "examples": ["megan.bowen@contoso.onmicrosoft.com"],
+});
 
 /// An e-mail address (where a password-reset notice goes), checked like a principal name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -244,6 +324,12 @@ impl EmailAddress {
     }
 }
 parsed_string_serde!(EmailAddress);
+string_json_schema!(EmailAddress, "EmailAddress", {
+    "description": "An e-mail address `local@domain` in lower case, with the rules of a user principal name: a local part of 1-64 letters, digits and `. _ - ' +` (no leading, trailing or doubled dot), `@`, and a domain name; at most 113 characters.",
+    "type": "string",
+    "maxLength": 113,
+    "pattern": PRINCIPAL_PATTERN,
+});
 
 /// A human name field (first, last or display name): 1-64 characters, trimmed, no control chars.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -266,6 +352,13 @@ impl PersonName {
     }
 }
 parsed_string_serde!(PersonName);
+string_json_schema!(PersonName, "PersonName", {
+    "description": "A first, last or display name: 1-64 characters, no white space at either end, no control characters.",
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 64,
+    "pattern": TEXT_PATTERN,
+});
 
 /// A user's location (office or usage location): 1-128 characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -283,6 +376,13 @@ impl Location {
     }
 }
 parsed_string_serde!(Location);
+string_json_schema!(Location, "Location", {
+    "description": "A user's office or usage location: 1-128 characters, no white space at either end, no control characters.",
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 128,
+    "pattern": TEXT_PATTERN,
+});
 
 /// The name of an organisation (tenant, reseller, billing profile): 1-256 characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -300,6 +400,13 @@ impl OrganisationName {
     }
 }
 parsed_string_serde!(OrganisationName);
+string_json_schema!(OrganisationName, "OrganisationName", {
+    "description": "The name of a tenant, reseller or billing profile: 1-256 characters, no white space at either end, no control characters.",
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 256,
+    "pattern": TEXT_PATTERN,
+});
 
 /// The name of a product or offer as Partner Center shows it: 1-256 characters.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -317,6 +424,14 @@ impl ProductName {
     }
 }
 parsed_string_serde!(ProductName);
+string_json_schema!(ProductName, "ProductName", {
+    "description": "The name of an offer as Partner Center shows it: 1-256 characters, no white space at either end, no control characters.",
+    "type": "string",
+    "minLength": 1,
+    "maxLength": 256,
+    "pattern": TEXT_PATTERN,
+    "examples": ["Office 365 Business Premium"],
+});
 
 /// An ISO 4217 currency code, three upper-case letters (`EUR`, `USD`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -341,12 +456,20 @@ impl Currency {
     }
 }
 parsed_string_serde!(Currency);
+string_json_schema!(Currency, "Currency", {
+    "description": "An ISO 4217 currency code: three upper-case letters.",
+    "type": "string",
+    "pattern": "^[A-Z]{3}$",
+    "examples": ["USD", "EUR"],
+});
 
 /// A price per licence per month: a non-negative decimal amount with its currency.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct UnitPrice {
-    /// The amount, serialised as a decimal string (`"12.50"`), never a float.
+    /// The amount, serialised as a decimal string (`"12.50"`), never a float: not negative, at
+    /// most 4 decimal places.
     #[serde(with = "rust_decimal::serde::str")]
+    #[schemars(with = "String", regex(pattern = r"^[0-9]+(?:\.[0-9]{1,4})?$"))]
     pub amount: Decimal,
     /// The currency of the amount.
     pub currency: Currency,
@@ -375,7 +498,19 @@ impl UnitPrice {
 }
 
 /// A Microsoft offer id (a GUID), kept in lower case so that ids from different consoles compare.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(transparent)]
 pub struct OfferId(pub uuid::Uuid);
 
@@ -422,9 +557,17 @@ impl ProvisioningId {
     }
 }
 parsed_string_serde!(ProvisioningId);
+string_json_schema!(ProvisioningId, "ProvisioningId", {
+    "description": "A provisioning id, the SKU part number licences are counted by: 1-64 upper-case letters, digits or underscores.",
+    "type": "string",
+    "pattern": "^[A-Z0-9_]{1,64}$",
+    "examples": ["O365_BUSINESS_PREMIUM"],
+});
 
 /// How long a subscription runs before it renews.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Term {
     /// Renews every calendar month.
@@ -454,7 +597,9 @@ impl Term {
 }
 
 /// A user's administrative role in the customer tenant (the roles the storefront lets one pick).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Default, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum UserRole {
     /// No administrative role.
