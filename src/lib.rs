@@ -6,6 +6,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod events_doc;
 pub mod feed;
 pub mod http;
 pub mod lease;
