@@ -661,6 +661,15 @@ impl NatsServer {
         }
     }
 
+    /// Deletes the server's JetStream storage (while it is stopped).
+    fn wipe_storage(&self) {
+        assert!(self.child.is_none(), "stop the server first");
+        let storage = self.dir.path().join("jetstream");
+        if storage.exists() {
+            std::fs::remove_dir_all(&storage).expect("the storage directory is removed");
+        }
+    }
+
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("nats-server.log"))
             .map(|log| {
@@ -995,4 +1004,103 @@ async fn without_nats_the_service_serves_and_publishes_nothing() {
         }
     }
     app.stop().await;
+}
+
+/// NATS comes back without its storage (a server replaced, a container restarted without its
+/// volume): the stream and every message in it are gone. The README promises that the
+/// publisher "catches up when NATS returns" and that after a failure it "moves to where the
+/// stream really is"; so the stream is created again and ends up holding the whole log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nats_back_without_its_storage_gets_the_whole_log_again() {
+    init_tracing();
+    let mut server = NatsServer::reserve();
+    server.start().await;
+    let settings = private_stream_settings(&server.url());
+    let app = spawn_app_with_nats(Backend::Postgres, settings.clone()).await;
+    let parties = parties(&app).await;
+    tenant_story(&app, &parties, "before", false).await;
+    wait_published(&app, 60).await;
+
+    server.kill();
+    server.wipe_storage();
+    server.start().await;
+    tenant_story(&app, &parties, "after", true).await;
+    wait_quiet(&app).await;
+
+    let client = async_nats::connect(server.url())
+        .await
+        .expect("the private server answers");
+    let rows = events_table(&app.state.store).await.len() as u64;
+    let context = jetstream::new(client.clone());
+    let stream_name = settings.stream.clone();
+    app.eventually(
+        20,
+        "the stream is there again and holds the whole log",
+        || {
+            let context = context.clone();
+            let stream_name = stream_name.clone();
+            async move {
+                let mut stream = context.get_stream(&stream_name).await.ok()?;
+                let messages = stream.info().await.ok()?.state.messages;
+                (messages >= rows).then_some(())
+            }
+        },
+    )
+    .await;
+    let (info, messages) = read_stream(&client, &settings.stream).await;
+    assert_stream_config(&info, &settings);
+    assert_feed_matches_log(&app.state.store, &settings, &messages).await;
+    app.stop().await;
+}
+
+/// The stream was deleted (by an operator, or with its server's storage) after the publisher
+/// had checkpointed the whole log; a publisher started afterwards creates it again. The
+/// stream is to be "a gap-free prefix of the log", and the publisher moves its checkpoint
+/// "back there when the stream lost messages": so the new stream must hold the whole log, not
+/// only what came after the old checkpoint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_publisher_facing_a_recreated_empty_stream_publishes_the_whole_log() {
+    init_tracing();
+    let client = nats_client(NATS_URL).await;
+    let settings = private_stream_settings(NATS_URL);
+    let app = spawn_app(Backend::Postgres).await;
+    let store = app.state.store.clone();
+    store
+        .ensure_checkpoint(PUBLISHER)
+        .await
+        .expect("the publisher's checkpoint");
+    let parties = parties(&app).await;
+    tenant_story(&app, &parties, "before", false).await;
+    wait_quiet(&app).await;
+    let first = Publisher::new(store.clone(), settings.clone()).expect("valid settings");
+    while first.step().await.expect("publishing") {}
+    drop(first);
+
+    delete_stream(&client, &settings.stream).await;
+    tenant_story(&app, &parties, "after", true).await;
+    wait_quiet(&app).await;
+
+    // A new publisher (a restarted service) runs until it has nothing left to publish; a
+    // failed step (it finds the stream elsewhere than its checkpoint) is retried.
+    let second = Publisher::new(store.clone(), settings.clone()).expect("valid settings");
+    let mut failures = Vec::new();
+    loop {
+        match second.step().await {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(error) => {
+                failures.push(error.to_string());
+                assert!(
+                    failures.len() < 10,
+                    "the publisher keeps failing: {failures:?}"
+                );
+            }
+        }
+    }
+    let (_, messages) = read_stream(&client, &settings.stream).await;
+    assert_feed_matches_log(&store, &settings, &messages).await;
+
+    drop(second);
+    app.stop().await;
+    delete_stream(&client, &settings.stream).await;
 }
