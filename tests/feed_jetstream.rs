@@ -705,6 +705,8 @@ async fn every_event_reaches_jetstream_once_in_order_with_its_envelope() {
     wait_published(&app, 60).await;
 
     let (info, messages) = read_stream(&client, &settings.stream).await;
+    // Gone from the shared server before anything can fail.
+    delete_stream(&client, &settings.stream).await;
     assert_stream_config(&info, &settings);
     assert_feed_matches_log(&app.state.store, &settings, &messages).await;
     let rows = events_table(&app.state.store).await;
@@ -741,7 +743,6 @@ async fn every_event_reaches_jetstream_once_in_order_with_its_envelope() {
     assert!(publisher["position"].as_i64().unwrap() > 0, "{ready}");
 
     app.stop().await;
-    delete_stream(&client, &settings.stream).await;
 }
 
 /// The service starts while its NATS server is not there, answers commands and reports the
@@ -886,12 +887,13 @@ async fn a_crash_between_acknowledgement_and_checkpoint_resends_and_duplicates_a
     assert_eq!(behind(&store, PUBLISHER).await, Some(0));
 
     let (info, messages) = read_stream(&client, &settings.stream).await;
+    // Gone from the shared server before anything can fail.
+    delete_stream(&client, &settings.stream).await;
     assert_stream_config(&info, &settings);
     assert_feed_matches_log(&store, &settings, &messages).await;
 
     drop(second);
     app.stop().await;
-    delete_stream(&client, &settings.stream).await;
 }
 
 /// A crash before the first checkpoint ever moved: the next publisher finds the stream ahead
@@ -932,11 +934,12 @@ async fn a_crash_before_the_first_checkpoint_resumes_from_the_streams_end() {
     assert!(stats.resyncs.load(Ordering::Relaxed) >= 1);
 
     let (_, messages) = read_stream(&client, &settings.stream).await;
+    // Gone from the shared server before anything can fail.
+    delete_stream(&client, &settings.stream).await;
     assert_feed_matches_log(&store, &settings, &messages).await;
 
     drop(second);
     app.stop().await;
-    delete_stream(&client, &settings.stream).await;
 }
 
 /// Without a NATS URL the service runs and serves its own feed, `/readyz` has no `publisher`,
@@ -1098,9 +1101,10 @@ async fn a_publisher_facing_a_recreated_empty_stream_publishes_the_whole_log() {
         }
     }
     let (_, messages) = read_stream(&client, &settings.stream).await;
+    // Gone from the shared server before anything can fail.
+    delete_stream(&client, &settings.stream).await;
     assert_feed_matches_log(&store, &settings, &messages).await;
 
     drop(second);
     app.stop().await;
-    delete_stream(&client, &settings.stream).await;
 }
