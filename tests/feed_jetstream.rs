@@ -775,7 +775,7 @@ async fn nats_down_at_start_and_killed_mid_run_loses_nothing_and_reorders_nothin
 
     // Killed while several writers run; they go on writing.
     let before = published(&app);
-    let resyncs_before = publisher_stats(&app).resyncs.load(Ordering::Relaxed);
+    let failures_before = publisher_stats(&app).failures.load(Ordering::Relaxed);
     let writing = std::sync::atomic::AtomicBool::new(true);
     let writers = async {
         workload(&app, &parties, &["alpha", "beta", "gamma"]).await;
@@ -808,9 +808,10 @@ async fn nats_down_at_start_and_killed_mid_run_loses_nothing_and_reorders_nothin
         "events written during the outage wait in the log: {ready}"
     );
     // Down long enough for publishes to go unacknowledged (not only to wait in the client's
-    // buffer until it reconnects): the publisher has failed and looks at the stream again.
+    // buffer until it reconnects): the publisher has failed, and will look at the stream
+    // before publishing again.
     app.eventually(30, "the publisher notices the outage", || async {
-        (publisher_stats(&app).resyncs.load(Ordering::Relaxed) > resyncs_before).then_some(())
+        (publisher_stats(&app).failures.load(Ordering::Relaxed) > failures_before).then_some(())
     })
     .await;
 

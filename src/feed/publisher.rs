@@ -45,6 +45,8 @@ pub struct PublisherStats {
     pub duplicates: AtomicU64,
     /// Times the publisher compared its checkpoint with the stream's last message.
     pub resyncs: AtomicU64,
+    /// Batches that failed (NATS unreachable, a refused or unacknowledged message).
+    pub failures: AtomicU64,
 }
 
 /// What the next message's `Nats-Expected-Last-Msg-Id` is, for a publisher at a checkpoint.
@@ -74,6 +76,12 @@ impl Chain {
 struct Link {
     jetstream: jetstream::Context,
     stream: stream::Stream,
+}
+
+/// The connection, and where the stream's chain stands (kept across reconnections: after a
+/// failure the next connection first looks at the stream).
+struct Session {
+    link: Option<Link>,
     chain: Chain,
 }
 
@@ -83,7 +91,7 @@ pub struct Publisher {
     settings: NatsSettings,
     url: String,
     tenancy: Tenancy,
-    link: tokio::sync::Mutex<Option<Link>>,
+    session: tokio::sync::Mutex<Session>,
     stats: Arc<PublisherStats>,
 }
 
@@ -127,7 +135,10 @@ impl Publisher {
             store,
             settings,
             url,
-            link: tokio::sync::Mutex::new(None),
+            session: tokio::sync::Mutex::new(Session {
+                link: None,
+                chain: Chain::Fresh,
+            }),
             stats: Arc::new(PublisherStats::default()),
         })
     }
@@ -150,24 +161,50 @@ impl Publisher {
     }
 
     async fn publish_batch(&self, checkpoint: bool) -> Result<bool, ConsumerError> {
-        let mut guard = self.link.lock().await;
-        if guard.is_none() {
-            *guard = Some(self.connect().await?);
+        let mut session = self.session.lock().await;
+        let Session { link, chain } = &mut *session;
+        if link.is_none() {
+            match self.connect().await {
+                Ok(connected) => *link = Some(connected),
+                Err(error) => {
+                    self.stats.failures.fetch_add(1, Ordering::Relaxed);
+                    return Err(error.into());
+                }
+            }
         }
-        let link = guard.as_mut().expect("connected above");
+        let published = self
+            .publish_on(link.as_mut().expect("connected above"), chain, checkpoint)
+            .await;
+        if published.is_err() {
+            self.stats.failures.fetch_add(1, Ordering::Relaxed);
+            // Start over with a new connection, which makes sure the stream exists again (NATS
+            // may have come back without its storage, or someone deleted the stream), and look
+            // at the stream before publishing.
+            *link = None;
+            *chain = Chain::Unknown;
+        }
+        published
+    }
+
+    async fn publish_on(
+        &self,
+        link: &mut Link,
+        chain: &mut Chain,
+        checkpoint: bool,
+    ) -> Result<bool, ConsumerError> {
         let mut from = self.store.checkpoint(PUBLISHER).await?;
-        let stale = match &link.chain {
+        let stale = match &*chain {
             Chain::Unknown => false,
             Chain::Fresh => true,
             continuing => continuing.at() != Some(from),
         };
         if stale {
             // A new connection, or another instance moved the checkpoint meanwhile.
-            link.chain = self.chain_at(from).await?;
+            *chain = self.chain_at(from).await?;
         }
-        if matches!(link.chain, Chain::Unknown) {
-            link.chain = self.resync(&mut link.stream).await?;
-            from = link.chain.at().unwrap_or(from);
+        if matches!(chain, Chain::Unknown) {
+            *chain = self.resync(&mut link.stream).await?;
+            from = chain.at().unwrap_or(from);
         }
         let events = self
             .store
@@ -177,7 +214,7 @@ impl Publisher {
             return Ok(false);
         }
         let mut pending = Vec::with_capacity(events.len());
-        let mut expected = match &link.chain {
+        let mut expected = match &*chain {
             Chain::After(_, id) => Some(id.clone()),
             Chain::Verified(_) | Chain::Unknown | Chain::Fresh => None,
         };
@@ -193,7 +230,7 @@ impl Publisher {
             match link.jetstream.send_publish(subject, publish).await {
                 Ok(ack) => pending.push(ack),
                 Err(error) => {
-                    link.chain = Chain::Unknown;
+                    *chain = Chain::Unknown;
                     return Err(self.nats_error(error).into());
                 }
             }
@@ -224,15 +261,15 @@ impl Publisher {
                 .advance_checkpoint(PUBLISHER, from, last.checkpoint)
                 .await?
             {
-                link.chain = Chain::Unknown;
+                *chain = Chain::Unknown;
                 return Err(ConsumerError::Overtaken(PUBLISHER.to_owned()));
             }
-            link.chain = Chain::After(last.checkpoint, last.event_id.clone());
+            *chain = Chain::After(last.checkpoint, last.event_id.clone());
         }
         match failure {
             None => Ok(true),
             Some(error) => {
-                link.chain = Chain::Unknown;
+                *chain = Chain::Unknown;
                 if matches!(error.kind(), PublishErrorKind::WrongLastMessageId) {
                     info!(
                         stream = %self.settings.stream,
@@ -273,11 +310,7 @@ impl Publisher {
             .build(client);
         let stream = self.ensure_stream(&jetstream).await?;
         info!(url = %self.url, stream = %self.settings.stream, "publishing events to JetStream");
-        Ok(Link {
-            jetstream,
-            stream,
-            chain: Chain::Fresh,
-        })
+        Ok(Link { jetstream, stream })
     }
 
     /// Creates the stream, or sets the subjects, storage and duplicate window of an existing
@@ -356,7 +389,12 @@ impl Publisher {
             .state
             .last_sequence;
         let theirs = if last_sequence == 0 {
-            None
+            // A stream that never held a message: new, or recreated after NATS lost its storage.
+            if ours != Checkpoint::default() {
+                warn!(stream = %self.settings.stream, from = ours.position,
+                    "the stream is empty (recreated?); publishing the whole log again");
+            }
+            Some(Checkpoint::default())
         } else {
             match stream.get_raw_message(last_sequence).await {
                 Ok(message) => self.published_checkpoint(&message.payload).await?,
@@ -368,10 +406,8 @@ impl Publisher {
             }
         };
         let Some(theirs) = theirs else {
-            if last_sequence != 0 {
-                warn!(stream = %self.settings.stream,
-                    "the stream's last message is not an event of this store; going on from the checkpoint");
-            }
+            warn!(stream = %self.settings.stream,
+                "the stream's last message is not an event of this store; going on from the checkpoint");
             return Ok(Chain::Verified(ours));
         };
         if theirs != ours {
@@ -385,7 +421,7 @@ impl Publisher {
             if theirs > ours {
                 info!(from = ours.position, to = theirs.position,
                     "the stream already holds events beyond the checkpoint; checkpoint moved to its end");
-            } else {
+            } else if theirs != Checkpoint::default() {
                 warn!(
                     from = ours.position,
                     to = theirs.position,

@@ -131,6 +131,7 @@ async fn readyz(State(state): State<AppState>) -> Result<axum::response::Respons
             "lag_seconds": oldest.map_or(0, |oldest| (now - oldest).num_seconds().max(0)),
             "published": stats.published.load(Ordering::Relaxed),
             "duplicates_dropped": stats.duplicates.load(Ordering::Relaxed),
+            "failed_batches": stats.failures.load(Ordering::Relaxed),
         });
     }
     let status = if ready {
