@@ -284,10 +284,25 @@ pub async fn serve(
     let address: SocketAddr = listener.local_addr()?;
     info!(%address, "seatledger listening");
     let closing = state.closing.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            closing.send_replace(true);
-        })
-        .await
+    let mut closed = closing.subscribe();
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
+        shutdown.await;
+        closing.send_replace(true);
+    });
+    // Requests in flight get a grace period; a client that stops reading a live feed would
+    // otherwise hold the shutdown forever.
+    let overdue = async move {
+        let _ = closed.wait_for(|closing| *closing).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        served = server => served,
+        () = overdue => {
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still open after the grace period; closing them");
+            Ok(())
+        }
+    }
 }
+
+/// How long requests in flight may take to finish once shutdown begins.
+pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);

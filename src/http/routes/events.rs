@@ -185,9 +185,14 @@ async fn follow(
                     return;
                 }
             };
-            if sender.send(Ok(sse)).await.is_err() {
-                debug!("event stream client went away");
-                return;
+            tokio::select! {
+                sent = sender.send(Ok(sse)) => {
+                    if sent.is_err() {
+                        debug!("event stream client went away");
+                        return;
+                    }
+                }
+                _ = closing.changed() => return,
             }
         }
         next = page.next;
