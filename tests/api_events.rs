@@ -697,7 +697,7 @@ async fn a_reader_paging_during_concurrent_writes_gets_every_event_once_on_postg
     // position than its own will be), then inserts and commits.
     let late_writer = async {
         use sqlx::Connection;
-        let mut connection = sqlx::PgConnection::connect(&app.fresh.url).await.unwrap();
+        let mut connection = connect(&app).await;
         let mut rounds = 0;
         while writing.load(Ordering::SeqCst) {
             let mut transaction = connection.begin().await.unwrap();
@@ -761,6 +761,23 @@ async fn a_reader_paging_during_concurrent_writes_gets_every_event_once_on_postg
     app.stop().await;
 }
 
+/// A connection of the test's own to the app's PostgreSQL database (retried for a while: other
+/// tests running at once may hold every connection the server allows for a moment).
+async fn connect(app: &TestApp) -> sqlx::PgConnection {
+    use sqlx::Connection;
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match sqlx::PgConnection::connect(&app.fresh.url).await {
+            Ok(connection) => return connection,
+            Err(error) if Instant::now() < deadline => {
+                eprintln!("connecting again after: {error}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => panic!("PostgreSQL refuses a connection: {error}"),
+        }
+    }
+}
+
 /// A ResellerCreated event written straight into the table, as the service would write it.
 const INSERT_RESELLER: &str =
     "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
@@ -785,7 +802,7 @@ async fn a_lower_position_committed_later_is_served_after_the_higher_one_on_post
 
     // A writer takes its transaction id first but inserts last: its event's position is higher
     // than that of a command committed in the meantime, yet it comes first in commit order.
-    let mut late = sqlx::PgConnection::connect(&app.fresh.url).await.unwrap();
+    let mut late = connect(&app).await;
     let mut transaction = late.begin().await.unwrap();
     sqlx::query("SELECT pg_current_xact_id()")
         .execute(&mut *transaction)
