@@ -1114,6 +1114,7 @@ async fn validation(backend: Backend) {
         panic!("a Last-Event-ID with no event accepted");
     };
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(body["field"], "Last-Event-ID", "{body}");
     app.stop().await;
 }
 

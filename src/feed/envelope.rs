@@ -31,8 +31,8 @@ pub struct CloudEvent {
     pub event_type: String,
     /// The aggregate's id: the stream the event belongs to (`catalog` for the catalog).
     pub subject: String,
-    /// When the event was recorded (RFC 3339, UTC, microseconds). Domain times, such as when a
-    /// user was deleted, are in `data`.
+    /// When the event was recorded (RFC 3339, UTC; microseconds on PostgreSQL, milliseconds on
+    /// the embedded SQLite store). Domain times, such as when a user was deleted, are in `data`.
     pub time: String,
     /// Always `application/json`.
     pub datacontenttype: String,

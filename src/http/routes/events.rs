@@ -46,15 +46,20 @@ struct FeedQuery {
 
 impl From<FeedError> for ApiError {
     fn from(error: FeedError) -> Self {
-        match error {
-            FeedError::UnknownPosition(position) => ApiError::Invalid {
-                field: "after".into(),
-                reason: format!(
-                    "no event has position {position}; pass 0 or a position the feed or a command returned"
-                ),
-            },
-            other => ApiError::Internal(other.to_string()),
-        }
+        named(error, "after")
+    }
+}
+
+/// The problem for a feed error, naming `field` when the cursor it gave names no event.
+fn named(error: FeedError, field: &str) -> ApiError {
+    match error {
+        FeedError::UnknownPosition(position) => ApiError::Invalid {
+            field: field.into(),
+            reason: format!(
+                "no event has position {position}; pass 0 or a position the feed or a command returned"
+            ),
+        },
+        other => ApiError::Internal(other.to_string()),
     }
 }
 
@@ -130,11 +135,15 @@ async fn stream(
     let resume = headers
         .get("last-event-id")
         .map(|value| value.to_str().unwrap_or("not text"));
-    let after = match resume {
-        Some(raw) => parse_after("Last-Event-ID", Some(raw))?,
-        None => parse_after("after", query.after.as_deref())?,
+    let field = if resume.is_some() {
+        "Last-Event-ID"
+    } else {
+        "after"
     };
-    let from = feed::cursor(&state.store, after).await?;
+    let after = parse_after(field, resume.or(query.after.as_deref()))?;
+    let from = feed::cursor(&state.store, after)
+        .await
+        .map_err(|error| named(error, field))?;
     let (sender, receiver) = mpsc::channel(SSE_BUFFER);
     tokio::spawn(follow(state, audience, from, sender));
     Ok(
