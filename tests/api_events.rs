@@ -25,23 +25,6 @@ const DOMAINS: [&str; 3] = [
 ];
 /// A generous bound for anything that happens in the background or live.
 const DEADLINE: Duration = Duration::from_secs(30);
-/// Every attribute an envelope may carry.
-const ATTRIBUTES: [&str; 14] = [
-    "specversion",
-    "id",
-    "source",
-    "type",
-    "subject",
-    "time",
-    "datacontenttype",
-    "position",
-    "streamsequence",
-    "tenantid",
-    "correlationid",
-    "causationid",
-    "data",
-    "dataschema",
-];
 
 // ---------------------------------------------------------------------------------------------
 // Commands and plain reads
@@ -370,7 +353,7 @@ fn assert_envelope(event: &Value, row: &Row, tenant: Option<&str>) {
     );
     for key in event.as_object().expect("an envelope object").keys() {
         assert!(
-            ATTRIBUTES.contains(&key.as_str()),
+            support::ENVELOPE_ATTRIBUTES.contains(&key.as_str()),
             "unknown attribute {key}: {what}"
         );
     }

@@ -397,22 +397,6 @@ fn expected_tenant(row: &Row, rows: &[Row]) -> Option<String> {
     }
 }
 
-const ENVELOPE_FIELDS: [&str; 13] = [
-    "specversion",
-    "id",
-    "source",
-    "type",
-    "subject",
-    "time",
-    "datacontenttype",
-    "position",
-    "streamsequence",
-    "tenantid",
-    "correlationid",
-    "causationid",
-    "data",
-];
-
 /// Checks the stream against the log: every event exactly once, each envelope equal, field by
 /// field, to its row, the subject and `Nats-Msg-Id` right, each aggregate's events in stream
 /// order 1, 2, 3… without a gap, and the whole stream in the log's reading (commit) order.
@@ -445,7 +429,7 @@ async fn assert_feed_matches_log(
             .unwrap_or_else(|| panic!("{at}: an object"));
         for key in fields.keys() {
             assert!(
-                ENVELOPE_FIELDS.contains(&key.as_str()),
+                support::ENVELOPE_ATTRIBUTES.contains(&key.as_str()),
                 "{at}: unexpected envelope field {key}"
             );
         }

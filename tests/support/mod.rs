@@ -346,3 +346,21 @@ async fn start_instance(
         nats,
     }
 }
+
+/// Every attribute an event envelope may carry (docs/events.md): the CloudEvents ones the feed
+/// uses and seatledger's extensions.
+pub const ENVELOPE_ATTRIBUTES: [&str; 13] = [
+    "specversion",
+    "id",
+    "source",
+    "type",
+    "subject",
+    "time",
+    "datacontenttype",
+    "position",
+    "streamsequence",
+    "tenantid",
+    "correlationid",
+    "causationid",
+    "data",
+];
