@@ -15,20 +15,17 @@ use aggregates::subscription::Subscription;
 use aggregates::tenant::Tenant;
 use aggregates::user::User;
 use aggregates::{CommercialRules, DomainError};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::{PersistedEventRepository, PersistedEventStore};
-use cqrs_es::{Aggregate, AggregateContext, AggregateError, EventEnvelope, EventStore};
+use cqrs_es::persist::PersistedEventRepository;
+use cqrs_es::{Aggregate, AggregateError, EventEnvelope};
 use thiserror::Error;
 use tracing::warn;
 
+use crate::executor::Executor;
 use crate::store::Store;
 
-/// Tenants' streams grow with every user; a snapshot every this many events keeps loading a
-/// tenant cheap however long its history.
-const TENANT_SNAPSHOT_EVERY: usize = 100;
-
-/// How often a command that lost an optimistic-concurrency race is retried before giving up.
-const CONFLICT_RETRIES: usize = 8;
+/// Tenants' streams grow with every user; a snapshot every this many events keeps a cold load
+/// of a tenant cheap however long its history (a warm one reads only newer events).
+pub const TENANT_SNAPSHOT_EVERY: usize = 500;
 
 /// Why a command did not happen.
 #[derive(Debug, Error)]
@@ -68,140 +65,36 @@ pub struct Landed {
     pub sequence: usize,
 }
 
-/// Runs one aggregate's commands against an event store.
-///
-/// Commands to the same aggregate are serialised in this process (a hot tenant would otherwise
-/// make its concurrent commands fail each other's optimistic check over and over); across
-/// processes the store's optimistic concurrency still decides, with bounded retries.
-struct Executor<A: Aggregate, ES: EventStore<A>> {
-    store: ES,
-    services: A::Services,
-    queues: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    commits: Arc<tokio::sync::watch::Sender<u64>>,
-}
-
-impl<A: Aggregate, ES: EventStore<A>> Executor<A, ES> {
-    fn new(
-        store: ES,
-        services: A::Services,
-        commits: Arc<tokio::sync::watch::Sender<u64>>,
-    ) -> Self {
-        Self {
-            store,
-            services,
-            queues: std::sync::Mutex::new(HashMap::new()),
-            commits,
-        }
-    }
-
-    fn queue(&self, aggregate_id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut queues = self.queues.lock().expect("queue map lock");
-        // Forget queues nobody waits on, so the map stays as small as the traffic.
-        if queues.len() > 1024 {
-            queues.retain(|_, queue| Arc::strong_count(queue) > 1);
-        }
-        queues.entry(aggregate_id.to_owned()).or_default().clone()
-    }
-}
-
-impl<A, ES> Executor<A, ES>
-where
-    A: Aggregate<Error = DomainError>,
-    ES: EventStore<A>,
-{
-    async fn execute(
-        &self,
-        aggregate_id: &str,
-        command: A::Command,
-        metadata: &Metadata,
-    ) -> Result<Vec<EventEnvelope<A>>, LedgerError>
-    where
-        A::Command: Clone,
-    {
-        let queue = self.queue(aggregate_id);
-        let _turn = queue.lock().await;
-        let mut attempt = 0;
-        loop {
-            let mut context = self.store.load_aggregate(aggregate_id).await?;
-            let sink: EventSink<A> = EventSink::default();
-            context
-                .aggregate()
-                .handle(command.clone(), &self.services, &sink)
-                .await?;
-            let events = sink.collect().await;
-            if events.is_empty() {
-                return Ok(Vec::new());
-            }
-            match self.store.commit(events, context, metadata.clone()).await {
-                Err(AggregateError::AggregateConflict) if attempt < CONFLICT_RETRIES => {
-                    attempt += 1;
-                }
-                result => {
-                    let events = result?;
-                    // Wakes this instance's log consumers at once instead of at their next poll.
-                    self.commits
-                        .send_modify(|commits| *commits = commits.wrapping_add(1));
-                    return Ok(events);
-                }
-            }
-        }
-    }
-
-    async fn load(&self, aggregate_id: &str) -> Result<A, LedgerError> {
-        let mut context = self.store.load_aggregate(aggregate_id).await?;
-        let aggregate = std::mem::take(context.aggregate());
-        Ok(aggregate)
-    }
-}
-
 /// Every aggregate of the domain over one event repository.
 pub struct Ledger<R: PersistedEventRepository> {
     store: Store,
     commits: Arc<tokio::sync::watch::Sender<u64>>,
-    tenants: Executor<Tenant, PersistedEventStore<R, Tenant>>,
-    subscriptions: Executor<Subscription, PersistedEventStore<R, Subscription>>,
-    users: Executor<User, PersistedEventStore<R, User>>,
-    catalog: Executor<CatalogAggregate, PersistedEventStore<R, CatalogAggregate>>,
-    resellers: Executor<Reseller, PersistedEventStore<R, Reseller>>,
-    billing_profiles: Executor<BillingProfile, PersistedEventStore<R, BillingProfile>>,
+    tenants: Executor<Tenant, R>,
+    subscriptions: Executor<Subscription, R>,
+    users: Executor<User, R>,
+    catalog: Executor<CatalogAggregate, R>,
+    resellers: Executor<Reseller, R>,
+    billing_profiles: Executor<BillingProfile, R>,
 }
 
-impl<R: PersistedEventRepository> Ledger<R> {
+impl<R: PersistedEventRepository + 'static> Ledger<R> {
     /// Builds the ledger; `repository` makes one repository per aggregate type.
     pub fn new(store: Store, rules: CommercialRules, repository: impl Fn() -> R) -> Self {
         let commits = Arc::new(tokio::sync::watch::channel(0).0);
         Self {
-            store,
             tenants: Executor::new(
-                PersistedEventStore::new_snapshot_store(repository(), TENANT_SNAPSHOT_EVERY),
+                repository(),
+                store.clone(),
                 rules,
+                Some(TENANT_SNAPSHOT_EVERY),
                 commits.clone(),
             ),
-            subscriptions: Executor::new(
-                PersistedEventStore::new_event_store(repository()),
-                rules,
-                commits.clone(),
-            ),
-            users: Executor::new(
-                PersistedEventStore::new_event_store(repository()),
-                rules,
-                commits.clone(),
-            ),
-            catalog: Executor::new(
-                PersistedEventStore::new_event_store(repository()),
-                (),
-                commits.clone(),
-            ),
-            resellers: Executor::new(
-                PersistedEventStore::new_event_store(repository()),
-                (),
-                commits.clone(),
-            ),
-            billing_profiles: Executor::new(
-                PersistedEventStore::new_event_store(repository()),
-                (),
-                commits.clone(),
-            ),
+            subscriptions: Executor::new(repository(), store.clone(), rules, None, commits.clone()),
+            users: Executor::new(repository(), store.clone(), rules, None, commits.clone()),
+            catalog: Executor::new(repository(), store.clone(), (), None, commits.clone()),
+            resellers: Executor::new(repository(), store.clone(), (), None, commits.clone()),
+            billing_profiles: Executor::new(repository(), store.clone(), (), None, commits.clone()),
+            store,
             commits,
         }
     }
@@ -342,7 +235,7 @@ impl<R: PersistedEventRepository> Ledger<R> {
     }
 
     /// The current state of a tenant.
-    pub async fn tenant(&self, tenant_id: uuid::Uuid) -> Result<Tenant, LedgerError> {
+    pub async fn tenant(&self, tenant_id: uuid::Uuid) -> Result<Arc<Tenant>, LedgerError> {
         self.tenants.load(&tenant_id.to_string()).await
     }
 
@@ -350,17 +243,20 @@ impl<R: PersistedEventRepository> Ledger<R> {
     pub async fn subscription(
         &self,
         subscription_id: uuid::Uuid,
-    ) -> Result<Subscription, LedgerError> {
+    ) -> Result<Arc<Subscription>, LedgerError> {
         self.subscriptions.load(&subscription_id.to_string()).await
     }
 
     /// The current state of a user.
-    pub async fn user(&self, user_id: uuid::Uuid) -> Result<User, LedgerError> {
+    pub async fn user(&self, user_id: uuid::Uuid) -> Result<Arc<User>, LedgerError> {
         self.users.load(&user_id.to_string()).await
     }
 
     /// The current state of a reseller.
-    pub async fn reseller_state(&self, reseller_id: uuid::Uuid) -> Result<Reseller, LedgerError> {
+    pub async fn reseller_state(
+        &self,
+        reseller_id: uuid::Uuid,
+    ) -> Result<Arc<Reseller>, LedgerError> {
         self.resellers.load(&reseller_id.to_string()).await
     }
 
@@ -368,14 +264,14 @@ impl<R: PersistedEventRepository> Ledger<R> {
     pub async fn billing_profile_state(
         &self,
         billing_profile_id: uuid::Uuid,
-    ) -> Result<BillingProfile, LedgerError> {
+    ) -> Result<Arc<BillingProfile>, LedgerError> {
         self.billing_profiles
             .load(&billing_profile_id.to_string())
             .await
     }
 
     /// The current catalog.
-    pub async fn current_catalog(&self) -> Result<CatalogAggregate, LedgerError> {
+    pub async fn current_catalog(&self) -> Result<Arc<CatalogAggregate>, LedgerError> {
         self.catalog.load(aggregates::catalog::CATALOG_ID).await
     }
 

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod demo;
 pub mod events_doc;
+mod executor;
 pub mod feed;
 pub mod http;
 pub mod lease;
@@ -111,7 +112,7 @@ impl AnyLedger {
     pub async fn reseller_state(
         &self,
         reseller_id: uuid::Uuid,
-    ) -> Result<aggregates::party::Reseller, ledger::LedgerError> {
+    ) -> Result<std::sync::Arc<aggregates::party::Reseller>, ledger::LedgerError> {
         with_ledger!(self, ledger => ledger.reseller_state(reseller_id).await)
     }
 
@@ -119,7 +120,7 @@ impl AnyLedger {
     pub async fn billing_profile_state(
         &self,
         billing_profile_id: uuid::Uuid,
-    ) -> Result<aggregates::party::BillingProfile, ledger::LedgerError> {
+    ) -> Result<std::sync::Arc<aggregates::party::BillingProfile>, ledger::LedgerError> {
         with_ledger!(self, ledger => ledger.billing_profile_state(billing_profile_id).await)
     }
 
@@ -127,7 +128,7 @@ impl AnyLedger {
     pub async fn tenant(
         &self,
         tenant_id: uuid::Uuid,
-    ) -> Result<aggregates::tenant::Tenant, ledger::LedgerError> {
+    ) -> Result<std::sync::Arc<aggregates::tenant::Tenant>, ledger::LedgerError> {
         with_ledger!(self, ledger => ledger.tenant(tenant_id).await)
     }
 
@@ -135,7 +136,7 @@ impl AnyLedger {
     pub async fn subscription(
         &self,
         subscription_id: uuid::Uuid,
-    ) -> Result<aggregates::subscription::Subscription, ledger::LedgerError> {
+    ) -> Result<std::sync::Arc<aggregates::subscription::Subscription>, ledger::LedgerError> {
         with_ledger!(self, ledger => ledger.subscription(subscription_id).await)
     }
 
@@ -143,14 +144,14 @@ impl AnyLedger {
     pub async fn user(
         &self,
         user_id: uuid::Uuid,
-    ) -> Result<aggregates::user::User, ledger::LedgerError> {
+    ) -> Result<std::sync::Arc<aggregates::user::User>, ledger::LedgerError> {
         with_ledger!(self, ledger => ledger.user(user_id).await)
     }
 
     /// The current catalog.
     pub async fn current_catalog(
         &self,
-    ) -> Result<aggregates::catalog::CatalogAggregate, ledger::LedgerError> {
+    ) -> Result<std::sync::Arc<aggregates::catalog::CatalogAggregate>, ledger::LedgerError> {
         with_ledger!(self, ledger => ledger.current_catalog().await)
     }
 

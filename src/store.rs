@@ -295,6 +295,85 @@ impl Store {
     }
 }
 
+impl Store {
+    /// The latest snapshot of an aggregate: the sequence it covers and its JSON.
+    pub async fn latest_snapshot(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+    ) -> Result<Option<(i64, String)>, sqlx::Error> {
+        crate::on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT last_sequence, CAST(payload AS TEXT) FROM snapshots
+                  WHERE aggregate_type = $1 AND aggregate_id = $2
+                  ORDER BY last_sequence DESC LIMIT 1",
+            )
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .fetch_optional(pool)
+            .await
+        })
+    }
+
+    /// Records a snapshot covering events up to `sequence` and drops the older ones. Two
+    /// writers of the same aggregate never clash: each writes its own row, the newest wins.
+    pub async fn save_snapshot(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        sequence: i64,
+        payload: &str,
+    ) -> Result<(), sqlx::Error> {
+        // The snapshot's number is informational here (cqrs-es counts snapshots with it).
+        match self {
+            Self::Postgres(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload)
+                     VALUES ($1, $2, $3, $3, $4::json) ON CONFLICT DO NOTHING",
+                )
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .bind(sequence)
+                .bind(payload)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "DELETE FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2 AND last_sequence < $3",
+                )
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .bind(sequence)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await
+            }
+            Self::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload)
+                     VALUES ($1, $2, $3, $3, $4) ON CONFLICT DO NOTHING",
+                )
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .bind(sequence)
+                .bind(payload)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "DELETE FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2 AND last_sequence < $3",
+                )
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .bind(sequence)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::redact;

@@ -47,6 +47,7 @@ async fn demo_creates_a_reseller_three_tenants_and_a_restorable_user() {
         .await
         .unwrap()
         .state
+        .clone()
         .unwrap();
     assert!(matches!(deleted.status, UserStatus::Deleted { .. }));
     let token = state

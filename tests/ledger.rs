@@ -109,7 +109,7 @@ async fn purchase_assign_delete(backend: Backend) {
 
         // The purchase's follow-up opened the subscription aggregate.
         let subscription = ledger.subscription(subscription_id).await.unwrap();
-        let state = subscription.state.expect("opened by the process manager");
+        let state = subscription.state.clone().expect("opened by the process manager");
         assert_eq!((state.quantity, state.status), (2, SubscriptionStatus::Active));
 
         ledger
@@ -136,7 +136,7 @@ async fn purchase_assign_delete(backend: Backend) {
             .await
             .unwrap();
         assert_eq!(ledger.tenant(tenant_id).await.unwrap().seats(&product).available, 2);
-        let user = ledger.user(user_id).await.unwrap().state.unwrap();
+        let user = ledger.user(user_id).await.unwrap().state.clone().unwrap();
         assert!(matches!(user.status, UserStatus::Deleted { .. }));
         assert_eq!(timer_keys(&fresh.store).await, vec![format!("purge-user/{user_id}")]);
 
@@ -180,6 +180,7 @@ async fn commands_and_follow_ups_land_in_the_sqlite_log() {
 
 #[tokio::test]
 async fn long_tenant_streams_are_loaded_from_snapshots_on_postgres() {
+    const USERS: u32 = seatledger::ledger::TENANT_SNAPSHOT_EVERY as u32 + 50;
     let fresh = fresh_store(Backend::Postgres).await;
     let any = AnyLedger::new(fresh.store.clone(), CommercialRules::default());
     let at = Utc.with_ymd_and_hms(2026, 1, 1, 9, 0, 0).unwrap();
@@ -196,7 +197,7 @@ async fn long_tenant_streams_are_loaded_from_snapshots_on_postgres() {
             }}, &metadata)
             .await
             .unwrap();
-        for n in 0..250u32 {
+        for n in 0..USERS {
             let user_id = Uuid::new_v4();
             ledger
                 .dispatch(FollowUp::Tenant { tenant_id, command: TenantCommand::RegisterUser {
@@ -210,7 +211,7 @@ async fn long_tenant_streams_are_loaded_from_snapshots_on_postgres() {
                 .await
                 .unwrap();
         }
-        assert_eq!(ledger.tenant(tenant_id).await.unwrap().members.len(), 250);
+        assert_eq!(ledger.tenant(tenant_id).await.unwrap().members.len(), USERS as usize);
     });
     let Store::Postgres(pool) = &fresh.store else {
         unreachable!()
@@ -223,10 +224,41 @@ async fn long_tenant_streams_are_loaded_from_snapshots_on_postgres() {
     .await
     .expect("a snapshot of the tenant exists");
     // A load reads the snapshot and at most the events since it, not the whole stream.
-    assert!(
-        last_sequence >= 200,
-        "snapshot at {last_sequence} of 251 events"
+    assert_eq!(
+        last_sequence,
+        seatledger::ledger::TENANT_SNAPSHOT_EVERY as i64,
+        "one snapshot, at the first multiple of the interval, of {} events",
+        USERS + 1
     );
     drop(any);
+    // A ledger that has never seen the tenant loads it from the snapshot and the events after
+    // it, and the snapshot is the state the events make.
+    let cold = AnyLedger::new(fresh.store.clone(), CommercialRules::default());
+    let loaded = cold.tenant(tenant_id).await.unwrap();
+    assert_eq!(loaded.members.len(), USERS as usize);
+    let (history,): (i64,) = sqlx::query_as(
+        "SELECT COUNT(*) FROM events WHERE aggregate_type = 'tenant' AND aggregate_id = $1",
+    )
+    .bind(tenant_id.to_string())
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(history, i64::from(USERS) + 1);
+    let mut replayed = aggregates::tenant::Tenant::default();
+    for (payload,) in sqlx::query_as::<_, (serde_json::Value,)>(
+        "SELECT payload FROM events WHERE aggregate_type = 'tenant' AND aggregate_id = $1 ORDER BY sequence",
+    )
+    .bind(tenant_id.to_string())
+    .fetch_all(pool)
+    .await
+    .unwrap()
+    {
+        cqrs_es::Aggregate::apply(&mut replayed, serde_json::from_value(payload).unwrap());
+    }
+    assert_eq!(
+        *loaded, replayed,
+        "snapshot + later events = the whole history"
+    );
+    drop(cold);
     fresh.remove().await;
 }

@@ -48,7 +48,7 @@ pub(crate) async fn visible_tenant(
     state: &AppState,
     principal: &Principal,
     tenant_id: Uuid,
-) -> Result<(Tenant, TenantProfile), ApiError> {
+) -> Result<(std::sync::Arc<Tenant>, TenantProfile), ApiError> {
     let tenant = state.ledger.tenant(tenant_id).await?;
     match tenant.profile.clone() {
         Some(profile) if may_see_tenant(principal, &profile) => Ok((tenant, profile)),
@@ -106,7 +106,7 @@ async fn get_reseller(
     match (
         visible,
         reseller.reseller_id,
-        reseller.name,
+        reseller.name.clone(),
         reseller.created_at,
     ) {
         (true, Some(id), Some(name), Some(created_at)) => Ok(Json(
@@ -232,6 +232,7 @@ pub(super) async fn visible_billing_profile(
         .billing_profile_state(billing_profile_id)
         .await?
         .state
+        .clone()
         .ok_or_else(not_found)?;
     let visible = match principal.role {
         Role::Admin | Role::Support | Role::Auditor => true,

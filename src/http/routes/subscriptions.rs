@@ -106,6 +106,7 @@ pub(super) async fn visible_subscription(
         .subscription(subscription_id)
         .await?
         .state
+        .clone()
         .ok_or_else(not_found)?;
     visible_tenant(state, principal, subscription.tenant_id)
         .await
@@ -137,10 +138,13 @@ async fn usable_billing_profile(
         .ledger
         .billing_profile_state(billing_profile_id)
         .await?;
-    let usable = profile.state.is_some_and(|profile| match principal.role {
-        Role::Reseller => profile.reseller_id == principal.reseller_id,
-        _ => true,
-    });
+    let usable = profile
+        .state
+        .as_ref()
+        .is_some_and(|profile| match principal.role {
+            Role::Reseller => profile.reseller_id == principal.reseller_id,
+            _ => true,
+        });
     if usable {
         Ok(())
     } else {
@@ -205,6 +209,7 @@ async fn purchase(
         .subscription(subscription_id)
         .await?
         .state
+        .clone()
         .ok_or_else(|| ApiError::Internal("purchased subscription did not open".into()))?;
     let mut body = subscription_view(&subscription, state.clock.now());
     body["position"] = json!(position);
@@ -246,6 +251,7 @@ async fn run(
         .subscription(subscription_id)
         .await?
         .state
+        .clone()
         .ok_or_else(|| ApiError::Internal("subscription vanished".into()))?;
     let mut body = subscription_view(&subscription, state.clock.now());
     body["position"] = json!(position);

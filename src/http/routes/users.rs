@@ -69,6 +69,7 @@ pub(super) async fn visible_user(
         .user(user_id)
         .await?
         .state
+        .clone()
         .ok_or_else(not_found)?;
     visible_tenant(state, principal, user.tenant_id)
         .await
@@ -130,6 +131,7 @@ async fn respond(
         .user(user_id)
         .await?
         .state
+        .clone()
         .ok_or_else(|| ApiError::Internal(format!("user {user_id} did not come into being")))?;
     let mut body = user_view(state, &user).await?;
     body["position"] = json!(position);

@@ -1,0 +1,363 @@
+//! Runs one aggregate type's commands: each aggregate is kept in memory after its first load
+//! (refreshed with whatever other instances appended since), and the commands waiting for the
+//! same aggregate are handled one after another on its state and committed together, in one
+//! transaction.
+//!
+//! A hot tenant thus costs one load and one commit per *batch*, not per command, and a tenant
+//! with a long history costs the same as a short one: loading happens once (from a snapshot),
+//! after which a command reads only the events it has not seen. Optimistic concurrency still
+//! decides between instances: a batch that loses the race is re-run on the fresh state.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
+use cqrs_es::{Aggregate, DomainEvent, EventEnvelope};
+use tokio::sync::{oneshot, watch, Mutex, OwnedMutexGuard};
+
+use crate::ledger::{LedgerError, Metadata};
+use crate::store::Store;
+
+/// How often a batch that lost an optimistic-concurrency race is re-run before giving up.
+const CONFLICT_RETRIES: usize = 8;
+/// Aggregates kept in memory; past this, the ones nobody is using are forgotten.
+const CACHED_AGGREGATES: usize = 20_000;
+/// The most commands committed in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// One aggregate's state as last committed, with the sequence of its last event.
+struct Loaded<A> {
+    aggregate: Arc<A>,
+    sequence: usize,
+}
+
+/// The commands waiting for one aggregate, and its state (locked while a batch runs).
+struct Slot<A: Aggregate> {
+    waiting: std::sync::Mutex<Vec<Waiting<A>>>,
+    state: Arc<Mutex<Option<Loaded<A>>>>,
+}
+
+struct Waiting<A: Aggregate> {
+    command: A::Command,
+    metadata: Metadata,
+    reply: oneshot::Sender<Result<Vec<EventEnvelope<A>>, LedgerError>>,
+}
+
+struct Inner<A: Aggregate, R> {
+    repository: R,
+    store: Store,
+    services: A::Services,
+    snapshot_every: Option<usize>,
+    slots: std::sync::Mutex<HashMap<String, Arc<Slot<A>>>>,
+    commits: Arc<watch::Sender<u64>>,
+}
+
+/// Runs the commands of one aggregate type.
+pub(crate) struct Executor<A: Aggregate, R> {
+    inner: Arc<Inner<A, R>>,
+}
+
+impl<A, R> Executor<A, R>
+where
+    A: Aggregate<Error = aggregates::DomainError> + Clone + 'static,
+    A::Command: Clone + Send + Sync + 'static,
+    R: PersistedEventRepository + 'static,
+{
+    /// An executor over `repository`; `snapshot_every` events a snapshot is written (for
+    /// aggregates whose history grows without bound).
+    pub(crate) fn new(
+        repository: R,
+        store: Store,
+        services: A::Services,
+        snapshot_every: Option<usize>,
+        commits: Arc<watch::Sender<u64>>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                repository,
+                store,
+                services,
+                snapshot_every,
+                slots: std::sync::Mutex::new(HashMap::new()),
+                commits,
+            }),
+        }
+    }
+
+    /// Runs `command` (with the commands that arrive for the same aggregate meanwhile) and
+    /// returns the events it committed.
+    pub(crate) async fn execute(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        metadata: &Metadata,
+    ) -> Result<Vec<EventEnvelope<A>>, LedgerError> {
+        let slot = self.inner.slot(aggregate_id);
+        let (reply, answer) = oneshot::channel();
+        slot.waiting
+            .lock()
+            .expect("waiting list lock")
+            .push(Waiting {
+                command,
+                metadata: metadata.clone(),
+                reply,
+            });
+        let state = slot.state.clone().lock_owned().await;
+        let batch = take_batch(&slot);
+        if batch.is_empty() {
+            // An earlier batch took this command along.
+            drop(state);
+        } else {
+            // The batch runs to its end even if this caller goes away: the others wait on it,
+            // and the state in memory must match what was committed.
+            let inner = self.inner.clone();
+            let id = aggregate_id.to_owned();
+            tokio::spawn(async move { inner.run_batch(&id, state, batch).await });
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(LedgerError::Store(
+                "the command's batch ended without an answer".into(),
+            ))
+        })
+    }
+
+    /// The aggregate's current state.
+    pub(crate) async fn load(&self, aggregate_id: &str) -> Result<Arc<A>, LedgerError> {
+        let slot = self.inner.slot(aggregate_id);
+        let mut state = slot.state.lock().await;
+        let loaded = self.inner.fresh(aggregate_id, state.take()).await?;
+        let aggregate = loaded.aggregate.clone();
+        *state = Some(loaded);
+        Ok(aggregate)
+    }
+}
+
+fn take_batch<A: Aggregate>(slot: &Slot<A>) -> Vec<Waiting<A>> {
+    let mut waiting = slot.waiting.lock().expect("waiting list lock");
+    let take = waiting.len().min(MAX_BATCH);
+    waiting.drain(..take).collect()
+}
+
+impl<A, R> Inner<A, R>
+where
+    A: Aggregate<Error = aggregates::DomainError> + Clone + 'static,
+    A::Command: Clone + Send + Sync + 'static,
+    R: PersistedEventRepository + 'static,
+{
+    fn slot(&self, aggregate_id: &str) -> Arc<Slot<A>> {
+        let mut slots = self.slots.lock().expect("slot map lock");
+        if slots.len() >= CACHED_AGGREGATES {
+            slots.retain(|_, slot| Arc::strong_count(slot) > 1);
+        }
+        slots
+            .entry(aggregate_id.to_owned())
+            .or_insert_with(|| {
+                Arc::new(Slot {
+                    waiting: std::sync::Mutex::new(Vec::new()),
+                    state: Arc::new(Mutex::new(None)),
+                })
+            })
+            .clone()
+    }
+
+    async fn run_batch(
+        &self,
+        aggregate_id: &str,
+        mut state: OwnedMutexGuard<Option<Loaded<A>>>,
+        batch: Vec<Waiting<A>>,
+    ) {
+        let (commands, replies): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .map(|waiting| ((waiting.command, waiting.metadata), waiting.reply))
+            .unzip();
+        let mut attempt = 0;
+        let outcomes = loop {
+            match self.try_batch(aggregate_id, &mut state, &commands).await {
+                Err(LedgerError::Conflict) if attempt < CONFLICT_RETRIES => attempt += 1,
+                Ok(outcomes) => break outcomes,
+                Err(error) => {
+                    let message = error.to_string();
+                    let conflict = matches!(error, LedgerError::Conflict);
+                    break commands
+                        .iter()
+                        .map(|_| {
+                            Err(if conflict {
+                                LedgerError::Conflict
+                            } else {
+                                LedgerError::Store(message.clone())
+                            })
+                        })
+                        .collect();
+                }
+            }
+        };
+        for (reply, outcome) in replies.into_iter().zip(outcomes) {
+            let _ = reply.send(outcome);
+        }
+    }
+
+    /// Handles every command in turn on the evolving state and commits all their events at
+    /// once. A refused command gets its refusal and adds nothing.
+    async fn try_batch(
+        &self,
+        aggregate_id: &str,
+        state: &mut Option<Loaded<A>>,
+        commands: &[(A::Command, Metadata)],
+    ) -> Result<Vec<Result<Vec<EventEnvelope<A>>, LedgerError>>, LedgerError> {
+        // Taken out while the batch runs: if anything fails before the commit, the next batch
+        // loads afresh instead of trusting a state that holds uncommitted events.
+        let Loaded {
+            mut aggregate,
+            sequence: base,
+        } = self.fresh(aggregate_id, state.take()).await?;
+        let mut sequence = base;
+        let mut serialized = Vec::new();
+        let mut outcomes = Vec::with_capacity(commands.len());
+        for (command, metadata) in commands {
+            let sink: EventSink<A> = EventSink::default();
+            // cqrs-es's sink applies each event it is given to the aggregate, so after `handle`
+            // the state includes the command's events (a refusal writes none). `make_mut`
+            // clones only while a reader still holds the previous state.
+            if let Err(refusal) = Arc::make_mut(&mut aggregate)
+                .handle(command.clone(), &self.services, &sink)
+                .await
+            {
+                outcomes.push(Err(LedgerError::Domain(refusal)));
+                continue;
+            }
+            let mut envelopes = Vec::new();
+            let metadata_json = serde_json::to_value(metadata).map_err(encoding)?;
+            for event in sink.collect().await {
+                sequence += 1;
+                serialized.push(SerializedEvent::new(
+                    aggregate_id.to_owned(),
+                    sequence,
+                    A::TYPE.to_owned(),
+                    event.event_type(),
+                    event.event_version(),
+                    serde_json::to_value(&event).map_err(encoding)?,
+                    metadata_json.clone(),
+                ));
+                envelopes.push(EventEnvelope {
+                    aggregate_id: aggregate_id.to_owned(),
+                    sequence,
+                    payload: event,
+                    metadata: metadata.clone(),
+                });
+            }
+            outcomes.push(Ok(envelopes));
+        }
+        if !serialized.is_empty() {
+            self.repository
+                .persist::<A>(&serialized, None)
+                .await
+                .map_err(persistence)?;
+            // Wakes this instance's log consumers at once instead of at their next poll.
+            self.commits
+                .send_modify(|commits| *commits = commits.wrapping_add(1));
+            if let Some(every) = self.snapshot_every {
+                if sequence / every > base / every {
+                    self.snapshot(aggregate_id, sequence, &aggregate).await;
+                }
+            }
+        }
+        *state = Some(Loaded {
+            aggregate,
+            sequence,
+        });
+        Ok(outcomes)
+    }
+
+    /// `known` brought up to date with the events appended since (by other instances), or the
+    /// aggregate loaded from its latest snapshot and the events after it.
+    async fn fresh(
+        &self,
+        aggregate_id: &str,
+        known: Option<Loaded<A>>,
+    ) -> Result<Loaded<A>, LedgerError> {
+        let Loaded {
+            mut aggregate,
+            mut sequence,
+        } = match known {
+            Some(known) => known,
+            None => self.load_cold(aggregate_id).await?,
+        };
+        let newer = self
+            .repository
+            .get_last_events::<A>(aggregate_id, sequence)
+            .await
+            .map_err(persistence)?;
+        for event in newer {
+            let payload: A::Event = serde_json::from_value(event.payload).map_err(|error| {
+                LedgerError::Store(format!(
+                    "event {} of {} {aggregate_id} is unreadable: {error}",
+                    event.sequence,
+                    A::TYPE
+                ))
+            })?;
+            Arc::make_mut(&mut aggregate).apply(payload);
+            sequence = event.sequence;
+        }
+        Ok(Loaded {
+            aggregate,
+            sequence,
+        })
+    }
+
+    async fn load_cold(&self, aggregate_id: &str) -> Result<Loaded<A>, LedgerError> {
+        if self.snapshot_every.is_none() {
+            return Ok(Loaded {
+                aggregate: Arc::new(A::default()),
+                sequence: 0,
+            });
+        }
+        let snapshot = self
+            .store
+            .latest_snapshot(A::TYPE, aggregate_id)
+            .await
+            .map_err(|error| LedgerError::Store(error.to_string()))?;
+        Ok(match snapshot {
+            Some((sequence, payload)) => Loaded {
+                aggregate: Arc::new(serde_json::from_str(&payload).map_err(|error| {
+                    LedgerError::Store(format!(
+                        "the snapshot of {} {aggregate_id} is unreadable: {error}",
+                        A::TYPE
+                    ))
+                })?),
+                sequence: usize::try_from(sequence).unwrap_or_default(),
+            },
+            None => Loaded {
+                aggregate: Arc::new(A::default()),
+                sequence: 0,
+            },
+        })
+    }
+
+    /// Writes a snapshot; a failure only costs a longer load later, so it is logged, not
+    /// returned.
+    async fn snapshot(&self, aggregate_id: &str, sequence: usize, aggregate: &A) {
+        let written = match serde_json::to_string(aggregate) {
+            Ok(payload) => self
+                .store
+                .save_snapshot(A::TYPE, aggregate_id, sequence as i64, &payload)
+                .await
+                .map_err(|error| error.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        if let Err(error) = written {
+            tracing::warn!(aggregate = A::TYPE, %aggregate_id, %error, "snapshot not written");
+        }
+    }
+}
+
+fn encoding(error: serde_json::Error) -> LedgerError {
+    LedgerError::Store(format!("an event could not be encoded: {error}"))
+}
+
+fn persistence(error: PersistenceError) -> LedgerError {
+    match error {
+        PersistenceError::OptimisticLockError => LedgerError::Conflict,
+        other => LedgerError::Store(other.to_string()),
+    }
+}
