@@ -127,12 +127,22 @@ pub fn check_scope(
 #[derive(Debug, Clone)]
 pub struct Tokens {
     store: Store,
+    /// Tokens already seen, by hash. A token's role and scope never change once issued (there
+    /// is no revocation yet; one would have to clear this), so every request after a token's
+    /// first skips the query. Unknown tokens are never remembered.
+    known: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<String, Principal>>>,
 }
+
+/// Remembered tokens are forgotten wholesale past this many.
+const KNOWN_TOKENS: usize = 10_000;
 
 impl Tokens {
     /// The tokens of `store`.
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self {
+            store,
+            known: Default::default(),
+        }
     }
 
     /// Issues a new token; the token itself is returned once and never stored.
@@ -221,6 +231,9 @@ impl Tokens {
     /// The principal a presented token stands for, if any.
     pub async fn authenticate(&self, token: &str) -> Result<Option<Principal>, sqlx::Error> {
         let digest = hash(token);
+        if let Some(principal) = self.known.lock().expect("token cache lock").get(&digest) {
+            return Ok(Some(principal.clone()));
+        }
         let row: Option<(String, String, Option<String>, Option<String>)> = match &self.store {
             Store::Postgres(pool) => sqlx::query_as::<_, (Uuid, String, Option<Uuid>, Option<Uuid>)>(
                 "SELECT token_id, role, reseller_id, tenant_id FROM api_tokens WHERE token_hash = $1",
@@ -246,14 +259,22 @@ impl Tokens {
             }
         };
         let parse = |raw: &str| Uuid::parse_str(raw).ok();
-        Ok(row.and_then(|(id, role, reseller, tenant)| {
+        let principal = row.and_then(|(id, role, reseller, tenant)| {
             Some(Principal {
                 token_id: parse(&id)?,
                 role: role.parse().ok()?,
                 reseller_id: reseller.as_deref().and_then(parse),
                 tenant_id: tenant.as_deref().and_then(parse),
             })
-        }))
+        });
+        if let Some(principal) = &principal {
+            let mut known = self.known.lock().expect("token cache lock");
+            if known.len() >= KNOWN_TOKENS {
+                known.clear();
+            }
+            known.insert(digest, principal.clone());
+        }
+        Ok(principal)
     }
 }
 
