@@ -120,25 +120,81 @@ impl ProjectionRunner {
         until: Checkpoint,
         before_commit: impl FnOnce() -> Result<(), ConsumerError>,
     ) -> Result<Option<Taken>, ConsumerError> {
-        let from = store.checkpoint(&self.consumer).await?;
-        let events = store.read_log(from, until, limit).await?;
-        let Some(last) = events.last() else {
-            return Ok(None);
-        };
-        let to = last.checkpoint;
-        let logged = events
-            .iter()
-            .map(crate::log::StoredEvent::decode)
-            .collect::<Result<Vec<LoggedEvent>, ProjectionError>>()?;
-        let keys: BTreeSet<String> = logged
-            .iter()
-            .flat_map(|event| self.projection.keys(event))
-            .collect();
-        let keys: Vec<String> = keys.into_iter().collect();
+        step_together(
+            store,
+            std::slice::from_ref(self),
+            limit,
+            until,
+            before_commit,
+        )
+        .await
+    }
+
+    /// Empties the table's rows of this projection and moves its checkpoint to the start.
+    pub async fn reset(&self, store: &Store) -> Result<(), ConsumerError> {
         let table = self.table.name();
-        let name = self.projection.name();
         crate::on_pool!(store, pool => {
             let mut tx = pool.begin().await?;
+            sqlx::query(&format!("DELETE FROM {table} WHERE projection = $1"))
+                .bind(self.projection.name())
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO consumer_checkpoints (consumer, transaction_id, position, updated_at)
+                 VALUES ($1, 0, 0, '')
+                 ON CONFLICT (consumer) DO UPDATE SET transaction_id = 0, position = 0, updated_at = ''",
+            )
+            .bind(&self.consumer)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+}
+
+/// Takes the same batch of events into several projections at once — read and decoded once,
+/// written in one transaction with every checkpoint — for runners that stand at the same
+/// checkpoint (a replay rebuilding them all side by side).
+pub async fn step_together(
+    store: &Store,
+    runners: &[ProjectionRunner],
+    limit: i64,
+    until: Checkpoint,
+    before_commit: impl FnOnce() -> Result<(), ConsumerError>,
+) -> Result<Option<Taken>, ConsumerError> {
+    let Some(first) = runners.first() else {
+        return Ok(None);
+    };
+    let from = store.checkpoint(&first.consumer).await?;
+    for runner in &runners[1..] {
+        if store.checkpoint(&runner.consumer).await? != from {
+            return Err(ConsumerError::Failed(format!(
+                "'{}' and '{}' stand at different checkpoints; step them one by one",
+                first.consumer, runner.consumer
+            )));
+        }
+    }
+    let events = store.read_log(from, until, limit).await?;
+    let Some(last) = events.last() else {
+        return Ok(None);
+    };
+    let to = last.checkpoint;
+    let logged = events
+        .iter()
+        .map(crate::log::StoredEvent::decode)
+        .collect::<Result<Vec<LoggedEvent>, ProjectionError>>()?;
+    drop(events);
+    crate::on_pool!(store, pool => {
+        let mut tx = pool.begin().await?;
+        for runner in runners {
+            let keys: BTreeSet<String> = logged
+                .iter()
+                .flat_map(|event| runner.projection.keys(event))
+                .collect();
+            let keys: Vec<String> = keys.into_iter().collect();
+            let table = runner.table.name();
+            let name = runner.projection.name();
             let mut fetched: Vec<(String, Option<Row>)> = Vec::with_capacity(keys.len());
             for chunk in keys.chunks(ROWS_PER_STATEMENT) {
                 let sql = format!(
@@ -159,7 +215,7 @@ impl ProjectionRunner {
             }
             let mut rows = RowSet::prefetched(fetched);
             for event in &logged {
-                self.projection.apply(event, &mut rows)?;
+                runner.projection.apply(event, &mut rows)?;
             }
             let changes = rows.take_changes();
             let (upserts, deletes): (Vec<_>, Vec<_>) = changes.into_iter().partition(|(_, row)| row.is_some());
@@ -192,7 +248,7 @@ impl ProjectionRunner {
                 query.execute(&mut *tx).await?;
             }
             let moved = sqlx::query(ADVANCE_CHECKPOINT)
-                .bind(&self.consumer)
+                .bind(&runner.consumer)
                 .bind(to.transaction_id)
                 .bind(to.position)
                 .bind(projections::instant_key(chrono::Utc::now()))
@@ -202,38 +258,16 @@ impl ProjectionRunner {
                 .await?
                 .rows_affected();
             if moved != 1 {
-                return Err(ConsumerError::Overtaken(self.consumer.clone()));
+                return Err(ConsumerError::Overtaken(runner.consumer.clone()));
             }
-            before_commit()?;
-            tx.commit().await?;
-        });
-        Ok(Some(Taken {
-            checkpoint: to,
-            events: logged.len(),
-        }))
-    }
-
-    /// Empties the table's rows of this projection and moves its checkpoint to the start.
-    pub async fn reset(&self, store: &Store) -> Result<(), ConsumerError> {
-        let table = self.table.name();
-        crate::on_pool!(store, pool => {
-            let mut tx = pool.begin().await?;
-            sqlx::query(&format!("DELETE FROM {table} WHERE projection = $1"))
-                .bind(self.projection.name())
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "INSERT INTO consumer_checkpoints (consumer, transaction_id, position, updated_at)
-                 VALUES ($1, 0, 0, '')
-                 ON CONFLICT (consumer) DO UPDATE SET transaction_id = 0, position = 0, updated_at = ''",
-            )
-            .bind(&self.consumer)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await?;
-        });
-        Ok(())
-    }
+        }
+        before_commit()?;
+        tx.commit().await?;
+    });
+    Ok(Some(Taken {
+        checkpoint: to,
+        events: logged.len(),
+    }))
 }
 
 /// `$first, $first+1, …` for `count` parameters.
