@@ -103,18 +103,19 @@ where
                 metadata: metadata.clone(),
                 reply,
             });
-        let state = slot.state.clone().lock_owned().await;
-        let batch = take_batch(&slot);
-        if batch.is_empty() {
-            // An earlier batch took this command along.
-            drop(state);
-        } else {
-            // The batch runs to its end even if this caller goes away: the others wait on it,
-            // and the state in memory must match what was committed.
-            let inner = self.inner.clone();
-            let id = aggregate_id.to_owned();
-            tokio::spawn(async move { inner.run_batch(&id, state, batch).await });
-        }
+        // The batch is taken and run by a task of its own, not by this caller: a caller that
+        // goes away (a timeout, a client hanging up) must neither leave its command queued for
+        // a stranger's batch hours later nor cut a batch short, which would leave the state in
+        // memory ahead of the store.
+        let inner = self.inner.clone();
+        let id = aggregate_id.to_owned();
+        tokio::spawn(async move {
+            let state = slot.state.clone().lock_owned().await;
+            let batch = take_batch(&slot);
+            if !batch.is_empty() {
+                inner.run_batch(&id, state, batch).await;
+            }
+        });
         answer.await.unwrap_or_else(|_| {
             Err(LedgerError::Store(
                 "the command's batch ended without an answer".into(),
@@ -317,21 +318,26 @@ where
             .latest_snapshot(A::TYPE, aggregate_id)
             .await
             .map_err(|error| LedgerError::Store(error.to_string()))?;
-        Ok(match snapshot {
-            Some((sequence, payload)) => Loaded {
-                aggregate: Arc::new(serde_json::from_str(&payload).map_err(|error| {
-                    LedgerError::Store(format!(
-                        "the snapshot of {} {aggregate_id} is unreadable: {error}",
-                        A::TYPE
-                    ))
-                })?),
+        let from_start = Loaded {
+            aggregate: Arc::new(A::default()),
+            sequence: 0,
+        };
+        let Some((sequence, payload)) = snapshot else {
+            return Ok(from_start);
+        };
+        match serde_json::from_str(&payload) {
+            Ok(aggregate) => Ok(Loaded {
+                aggregate: Arc::new(aggregate),
                 sequence: usize::try_from(sequence).unwrap_or_default(),
-            },
-            None => Loaded {
-                aggregate: Arc::new(A::default()),
-                sequence: 0,
-            },
-        })
+            }),
+            Err(error) => {
+                // A snapshot only saves time: one the aggregate's shape has outgrown is ignored
+                // and the whole stream read instead (the next snapshot replaces it).
+                tracing::warn!(aggregate = A::TYPE, %aggregate_id, %error,
+                    "snapshot unreadable; loading from the whole stream");
+                Ok(from_start)
+            }
+        }
     }
 
     /// Writes a snapshot; a failure only costs a longer load later, so it is logged, not
