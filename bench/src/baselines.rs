@@ -85,6 +85,11 @@ fn realistic_payload(user: uuid::Uuid) -> Value {
     }})
 }
 
+/// Appends after which a baseline client moves to a new stream: a snapshot every 100 events
+/// bounds what seatledger loads per command the same way, and a stream that grew for the
+/// whole window would make the baseline slower the longer it runs.
+pub const STREAM_LENGTH: i64 = 100;
+
 struct RawClient {
     pool: PgPool,
     stream: String,
@@ -121,7 +126,11 @@ impl Worker for RawClient {
             .execute(&mut *tx)
             .await
             .map_err(fail)?;
-            tx.commit().await.map_err(fail)
+            tx.commit().await.map_err(fail)?;
+            if next >= STREAM_LENGTH {
+                self.stream = uuid::Uuid::new_v4().to_string();
+            }
+            Ok(())
         })
     }
 }
@@ -235,6 +244,7 @@ type CounterCqrs =
 struct CounterClient {
     cqrs: std::sync::Arc<CounterCqrs>,
     id: String,
+    appended: i64,
     metadata: HashMap<String, String>,
 }
 
@@ -244,7 +254,13 @@ impl Worker for CounterClient {
             self.cqrs
                 .execute_with_metadata(&self.id, (), self.metadata.clone())
                 .await
-                .map_err(|error| format!("postgres-es: {error}"))
+                .map_err(|error| format!("postgres-es: {error}"))?;
+            self.appended += 1;
+            if self.appended >= STREAM_LENGTH {
+                self.appended = 0;
+                self.id = uuid::Uuid::new_v4().to_string();
+            }
+            Ok(())
         })
     }
 }
@@ -287,6 +303,7 @@ pub async fn bare_postgres_es(
         .map(|_| CounterClient {
             cqrs: cqrs.clone(),
             id: uuid::Uuid::new_v4().to_string(),
+            appended: 0,
             metadata: metadata.clone(),
         })
         .collect();

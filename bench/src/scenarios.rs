@@ -374,11 +374,15 @@ pub async fn scenario_a(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
                  of a scratch table shaped like `events`, `BEGIN; SELECT` the stream`; INSERT` \
                  the next event`; COMMIT`. Baseline 2: a counter aggregate through cqrs-es \
                  `CqrsFramework` over postgres-es (event store, no snapshots, no queries, no \
-                 HTTP), {clients} clients on distinct aggregates. Both baselines use \
-                 {clients} pool connections; the service's pool has 16.",
+                 HTTP), {clients} clients on distinct aggregates. In both baselines a client \
+                 moves to a new stream after {} events (a snapshot every 100 events bounds what \
+                 seatledger loads per command the same way; an ever-growing stream would make the \
+                 baseline slower the longer the window). Both baselines use {clients} pool \
+                 connections; the service's pool has 16.",
                 s.users_per_client,
                 s.warmup.as_secs_f64(),
-                s.seconds.as_secs_f64()
+                s.seconds.as_secs_f64(),
+                baselines::STREAM_LENGTH
             )],
             ..ScenarioReport::default()
         };
