@@ -1202,6 +1202,8 @@ struct MixedWorker {
     big_tenant: Uuid,
     next_reserved: usize,
     sku: Arc<str>,
+    /// Latencies and failures per kind of request.
+    by_kind: HashMap<&'static str, (Samples, u64)>,
 }
 
 impl MixedWorker {
@@ -1216,64 +1218,87 @@ impl MixedWorker {
 impl Worker for MixedWorker {
     fn op(&mut self) -> OpFuture<'_> {
         Box::pin(async move {
-            let pick = self.roll(self.fillers.len());
-            let filler = self.fillers[pick].clone();
-            let kind = self.roll(10);
-            let answer = match kind {
-                // Commands: on the large tenant and on an ordinary one.
-                0..=1 if !self.reserved.is_empty() => {
-                    let index = self.next_reserved % self.reserved.len();
-                    self.next_reserved += 1;
-                    let (user, held) = self.reserved[index];
-                    let mut worker = AssignWorker::new(&self.api, vec![(user, held)]);
-                    let result = worker.assign().await;
-                    self.reserved[index].1 = worker.users[0].1;
-                    return result.map(drop);
-                }
-                0..=3 if !filler.users.is_empty() => {
-                    let (user, initial) = filler.users[self.roll(filler.users.len())];
-                    let held = *self.filler_states.get(&user).unwrap_or(&initial);
-                    let mut worker = AssignWorker::new(&self.api, vec![(user, held)]);
-                    worker.sku = self.sku.clone();
-                    let result = worker.assign().await;
-                    self.filler_states.insert(user, worker.users[0].1);
-                    return result.map(drop);
-                }
-                4..=5 => {
-                    let tenant = if self.roll(4) == 0 {
-                        self.big_tenant
-                    } else {
-                        filler.tenant_id
-                    };
+            let began = Instant::now();
+            let (kind, result) = self.one().await;
+            self.by_kind
+                .entry(kind)
+                .or_default()
+                .0
+                .record(began.elapsed());
+            if result.is_err() {
+                self.by_kind.entry(kind).or_default().1 += 1;
+            }
+            result
+        })
+    }
+}
+
+impl MixedWorker {
+    async fn one(&mut self) -> (&'static str, Result<(), String>) {
+        let pick = self.roll(self.fillers.len());
+        let filler = self.fillers[pick].clone();
+        let kind = self.roll(10);
+        let (name, answer) = match kind {
+            // Commands: on the large tenant and on an ordinary one.
+            0..=1 if !self.reserved.is_empty() => {
+                let index = self.next_reserved % self.reserved.len();
+                self.next_reserved += 1;
+                let (user, held) = self.reserved[index];
+                let mut worker = AssignWorker::new(&self.api, vec![(user, held)]);
+                let result = worker.assign().await;
+                self.reserved[index].1 = worker.users[0].1;
+                return ("AssignLicenses, large tenant", result.map(drop));
+            }
+            0..=3 if !filler.users.is_empty() => {
+                let (user, initial) = filler.users[self.roll(filler.users.len())];
+                let held = *self.filler_states.get(&user).unwrap_or(&initial);
+                let mut worker = AssignWorker::new(&self.api, vec![(user, held)]);
+                worker.sku = self.sku.clone();
+                let result = worker.assign().await;
+                self.filler_states.insert(user, worker.users[0].1);
+                return ("AssignLicenses, ordinary tenant", result.map(drop));
+            }
+            4..=5 => {
+                let (name, tenant) = if self.roll(4) == 0 {
+                    ("GET licence view, large tenant", self.big_tenant)
+                } else {
+                    ("GET licence view, ordinary tenant", filler.tenant_id)
+                };
+                (
+                    name,
                     self.api
                         .call(Method::GET, &format!("/v1/tenants/{tenant}/licenses"), None)
-                        .await?
-                }
-                6..=7 => {
-                    let user = match filler.users.first() {
-                        Some((user, _)) => *user,
-                        None => return Ok(()),
-                    };
+                        .await,
+                )
+            }
+            6..=7 => {
+                let Some((user, _)) = filler.users.first() else {
+                    return ("GET /v1/users/{id}", Ok(()));
+                };
+                (
+                    "GET /v1/users/{id}",
                     self.api
                         .call(Method::GET, &format!("/v1/users/{user}"), None)
-                        .await?
-                }
-                _ => {
-                    self.api
-                        .call(
-                            Method::GET,
-                            &format!("/v1/tenants/{}/users", filler.tenant_id),
-                            None,
-                        )
-                        .await?
-                }
-            };
-            if answer.0.is_success() {
-                Ok(())
-            } else {
-                Err(failure(&answer))
+                        .await,
+                )
             }
-        })
+            _ => (
+                "GET user list, ordinary tenant",
+                self.api
+                    .call(
+                        Method::GET,
+                        &format!("/v1/tenants/{}/users", filler.tenant_id),
+                        None,
+                    )
+                    .await,
+            ),
+        };
+        let result = match answer {
+            Ok(answer) if answer.0.is_success() => Ok(()),
+            Ok(answer) => Err(failure(&answer)),
+            Err(error) => Err(error),
+        };
+        (name, result)
     }
 }
 
@@ -1858,10 +1883,11 @@ async fn mixed_minute(
             big_tenant: big.store.big_tenant,
             next_reserved: 0,
             sku: sku.clone(),
+            by_kind: HashMap::new(),
         })
         .collect();
     watch.peak.store(0, Ordering::Relaxed);
-    let (mut outcome, _) = closed_loop(
+    let (mut outcome, workers) = closed_loop(
         "G",
         "mixed reads and commands",
         workers,
@@ -1903,7 +1929,7 @@ async fn mixed_minute(
             "The service child's VmRSS and VmHWM from `/proc/<pid>/status`: after start, after \
              catching up on the large store, and after {} s of a mixed closed-loop load from \
              {clients} clients (20 % AssignLicenses on the large tenant, 20 % on ordinary \
-             tenants, 20 % licence views, 20 % `GET /v1/users/{{id}}`, 20 % user lists of \
+             tenants, 20 % licence views (a quarter of them of the large tenant), 20 % `GET /v1/users/{{id}}`, 20 % user lists of \
              ordinary tenants); RSS also sampled every second. Then one read of the large \
              tenant's whole user list.",
             s.memory_seconds.as_secs_f64()
@@ -1915,6 +1941,25 @@ async fn mixed_minute(
         "req",
         &mut outcome,
     ));
+    let mut by_kind: std::collections::BTreeMap<&'static str, (Samples, u64)> =
+        std::collections::BTreeMap::new();
+    for worker in workers {
+        for (kind, (samples, failed)) in worker.by_kind {
+            let entry = by_kind.entry(kind).or_default();
+            entry.0.merge(samples);
+            entry.1 += failed;
+        }
+    }
+    for (kind, (mut samples, failed)) in by_kind {
+        report.measurements.push(Measurement {
+            name: format!("… of which {kind}"),
+            count: Some(samples.len() as u64),
+            unit: "req",
+            latency: samples.summary(),
+            errors: Some(failed),
+            ..Measurement::default()
+        });
+    }
     report.measurements.push(Measurement {
         name: format!(
             "GET the large tenant's user list ({} users listed)",
