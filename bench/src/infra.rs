@@ -246,7 +246,11 @@ impl ServiceChild {
         admin_token: &str,
         nats: Option<&seatledger::config::NatsSettings>,
     ) -> anyhow::Result<Self> {
-        let exe = std::env::current_exe().context("the harness's own executable")?;
+        // The running binary itself, even if a rebuild has replaced the file since it started.
+        let exe = match std::path::Path::new("/proc/self/exe") {
+            path if path.exists() => path.to_path_buf(),
+            _ => std::env::current_exe().context("the harness's own executable")?,
+        };
         let mut command = tokio::process::Command::new(exe);
         command
             .arg("serve-child")

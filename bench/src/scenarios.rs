@@ -299,7 +299,7 @@ async fn migrated(db: &FreshDb) -> anyhow::Result<Store> {
 
 fn ratio_text(measured: f64, baseline: f64, name: &str) -> String {
     match stats::ratio(measured, baseline) {
-        Some(ratio) => format!("{ratio:.2} × {name}"),
+        Some(ratio) => format!("{} {name}", stats::times(ratio)),
         None => format!("— × {name}"),
     }
 }
@@ -409,12 +409,12 @@ pub async fn scenario_a(ctx: &Ctx) -> anyhow::Result<ScenarioReport> {
         let versus_raw = stats::ratio(outcome.throughput(), raw_rate).unwrap_or(0.0);
         report.targets.push(Target {
             target: "≥ 1.0 × bare postgres-es throughput".into(),
-            measured: format!("{versus_bare:.2} ×"),
+            measured: stats::times(versus_bare),
             met: versus_bare >= 1.0,
         });
         report.targets.push(Target {
             target: "≥ 0.7 × raw load+append".into(),
-            measured: format!("{versus_raw:.2} ×"),
+            measured: stats::times(versus_raw),
             met: versus_raw >= 0.7,
         });
         report.notes.push(sanity_note(checked, &mismatches));
@@ -1019,10 +1019,15 @@ pub async fn scenario_e(ctx: &Ctx, big: &Big) -> anyhow::Result<ScenarioReport> 
     report.targets.push(Target {
         target: "≥ 0.4 × raw sequential read rate".into(),
         measured: if replay.rebuilt.is_some() {
-            format!("{ratio:.2} × ({})", stats::per_second(replay_rate))
+            format!(
+                "{} ({})",
+                stats::times(ratio),
+                stats::per_second(replay_rate)
+            )
         } else {
             format!(
-                "{ratio:.2} × ({}; stopped after {:.0} s at position {} of {})",
+                "{} ({}; stopped after {:.0} s at position {} of {})",
+                stats::times(ratio),
                 stats::per_second(replay_rate),
                 elapsed.as_secs_f64(),
                 stats::thousands(covered),
@@ -1163,10 +1168,11 @@ pub async fn scenario_f(ctx: &Ctx, big: &Big) -> anyhow::Result<ScenarioReport> 
     report.targets.push(Target {
         target: "≥ 0.5 × raw pipelined publish rate".into(),
         measured: if finished {
-            format!("{ratio:.2} ×")
+            stats::times(ratio)
         } else {
             format!(
-                "{ratio:.2} × (stopped after {:.0} s, {} of {} published)",
+                "{} (stopped after {:.0} s, {} of {} published)",
+                stats::times(ratio),
                 elapsed.as_secs_f64(),
                 stats::thousands(sent),
                 stats::thousands(big.store.events as u64)

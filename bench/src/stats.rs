@@ -104,6 +104,16 @@ pub fn ratio(measured: f64, baseline: f64) -> Option<f64> {
     }
 }
 
+/// A ratio as `0.34 ×`, with a third decimal below 0.1 (`0.004 ×`) so that small ones are
+/// not shown as zero.
+pub fn times(ratio: f64) -> String {
+    if ratio < 0.1 {
+        format!("{ratio:.3} ×")
+    } else {
+        format!("{ratio:.2} ×")
+    }
+}
+
 /// Milliseconds with two decimals, e.g. `3.27 ms`.
 pub fn ms(duration: Duration) -> String {
     format!("{:.2} ms", duration.as_secs_f64() * 1000.0)
@@ -197,5 +207,8 @@ mod tests {
         assert_eq!(per_second(2345.6), "2 346/s");
         assert_eq!(ms(Duration::from_micros(3270)), "3.27 ms");
         assert_eq!(mib(150 * 1024), "150.0 MiB");
+        assert_eq!(times(0.3449), "0.34 ×");
+        assert_eq!(times(0.0041), "0.004 ×");
+        assert_eq!(times(1.0), "1.00 ×");
     }
 }
