@@ -130,28 +130,14 @@ impl Store {
     ) -> Result<Vec<StoredEvent>, sqlx::Error> {
         let rows: Vec<EventRow> = match self {
             Self::Postgres(pool) => {
-                sqlx::query_as(
-                    "WITH horizon AS (SELECT ($HORIZON) AS below)
-                     SELECT transaction_id::text::bigint, position, aggregate_type, aggregate_id,
-                            sequence, event_type, event_version, event_id::text,
-                            to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
-                            payload::text, metadata::text
-                       FROM events, horizon
-                      WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2)
-                        AND (transaction_id, position) <= ($3::bigint::text::xid8, $4)
-                        AND transaction_id < horizon.below
-                      ORDER BY transaction_id, position
-                      LIMIT $5"
-                        .replace("$HORIZON", HORIZON)
-                        .as_str(),
-                )
-                .bind(after.transaction_id)
-                .bind(after.position)
-                .bind(until.transaction_id)
-                .bind(until.position)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?
+                sqlx::query_as(&read_log_sql())
+                    .bind(after.transaction_id)
+                    .bind(after.position)
+                    .bind(until.transaction_id)
+                    .bind(until.position)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?
             }
             Self::Sqlite(pool) => {
                 sqlx::query_as(
@@ -341,6 +327,45 @@ impl Store {
                 Ok((count, oldest))
             }
         }
+    }
+}
+
+/// The log reader's query on PostgreSQL. The ORDER BY names `events.` columns: unqualified,
+/// `transaction_id` would mean the select list's `transaction_id::text::bigint`, which no index
+/// orders, and every batch would sort the whole rest of the log (0.7 s per batch at 1 M events,
+/// found by the benchmarks).
+fn read_log_sql() -> String {
+    "WITH horizon AS (SELECT ($HORIZON) AS below)
+     SELECT transaction_id::text::bigint, position, aggregate_type, aggregate_id,
+            sequence, event_type, event_version, event_id::text,
+            to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"'),
+            payload::text, metadata::text
+       FROM events, horizon
+      WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2)
+        AND (transaction_id, position) <= ($3::bigint::text::xid8, $4)
+        AND transaction_id < horizon.below
+      ORDER BY events.transaction_id, events.position
+      LIMIT $5"
+        .replace("$HORIZON", HORIZON)
+}
+
+impl Store {
+    /// PostgreSQL's plan for one batch of the log reader (after the start, up to the end),
+    /// one line per row of `EXPLAIN`: for tests that the reader walks an index instead of
+    /// sorting the log.
+    #[doc(hidden)]
+    pub async fn explain_read_log(&self) -> Result<Vec<String>, sqlx::Error> {
+        let Self::Postgres(pool) = self else {
+            return Ok(Vec::new());
+        };
+        sqlx::query_scalar(&format!("EXPLAIN {}", read_log_sql()))
+            .bind(0_i64)
+            .bind(0_i64)
+            .bind(i64::MAX)
+            .bind(i64::MAX)
+            .bind(500_i64)
+            .fetch_all(pool)
+            .await
     }
 }
 

@@ -926,3 +926,38 @@ async fn two_runners_of_one_projection_never_double_apply() {
     }
     fresh.remove().await;
 }
+
+/// On a long log the reader walks the (transaction, position) index to its next batch: a plan
+/// that sorts would cost every batch the whole rest of the log (it once did: the ORDER BY
+/// named the select list's converted column instead of the table's).
+#[tokio::test]
+async fn the_reader_walks_the_index_instead_of_sorting_the_log_on_postgres() {
+    let fresh = support::fresh_store(support::Backend::Postgres).await;
+    let Store::Postgres(pool) = &fresh.store else {
+        unreachable!()
+    };
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         SELECT 'reseller', 'r' || n, 1, 'ResellerCreated', '1', '{}', '{}'
+           FROM generate_series(1, 100000) AS n",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE events").execute(pool).await.unwrap();
+    let plan = fresh.store.explain_read_log().await.unwrap();
+    assert!(
+        plan.iter()
+            .any(|line| line.contains("events_by_transaction")),
+        "the reader uses the (transaction, position) index:\n{}",
+        plan.join("\n")
+    );
+    assert!(
+        !plan
+            .iter()
+            .any(|line| line.trim_start().starts_with("Sort") || line.contains("->  Sort")),
+        "the reader sorts the log:\n{}",
+        plan.join("\n")
+    );
+    fresh.remove().await;
+}
