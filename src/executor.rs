@@ -134,6 +134,29 @@ where
     }
 }
 
+impl<A, R> Executor<A, R>
+where
+    A: Aggregate<Error = aggregates::DomainError> + Clone + 'static,
+    A::Command: Clone + Send + Sync + 'static,
+    R: PersistedEventRepository + 'static,
+{
+    /// The aggregate as this instance last knew it, loaded only when unknown: for facts that
+    /// never change once the aggregate exists (a user's tenant, a tenant's reseller), where
+    /// asking the store for newer events would be a wasted round trip.
+    pub(crate) async fn known(&self, aggregate_id: &str) -> Result<Arc<A>, LedgerError> {
+        let slot = self.inner.slot(aggregate_id);
+        let mut state = slot.state.lock().await;
+        // An aggregate known not to exist yet may exist by now (created by another instance).
+        if let Some(loaded) = state.as_ref().filter(|loaded| loaded.sequence > 0) {
+            return Ok(loaded.aggregate.clone());
+        }
+        let loaded = self.inner.fresh(aggregate_id, state.take()).await?;
+        let aggregate = loaded.aggregate.clone();
+        *state = Some(loaded);
+        Ok(aggregate)
+    }
+}
+
 fn take_batch<A: Aggregate>(slot: &Slot<A>) -> Vec<Waiting<A>> {
     let mut waiting = slot.waiting.lock().expect("waiting list lock");
     let take = waiting.len().min(MAX_BATCH);

@@ -239,6 +239,18 @@ impl<R: PersistedEventRepository + 'static> Ledger<R> {
         self.tenants.load(&tenant_id.to_string()).await
     }
 
+    /// A tenant as this instance last knew it (see [`Executor::known`]): only for facts that
+    /// never change once it exists, such as its reseller.
+    pub async fn known_tenant(&self, tenant_id: uuid::Uuid) -> Result<Arc<Tenant>, LedgerError> {
+        self.tenants.known(&tenant_id.to_string()).await
+    }
+
+    /// A user as this instance last knew it: only for facts that never change once it
+    /// exists, such as its tenant.
+    pub async fn known_user(&self, user_id: uuid::Uuid) -> Result<Arc<User>, LedgerError> {
+        self.users.known(&user_id.to_string()).await
+    }
+
     /// The current state of a subscription.
     pub async fn subscription(
         &self,

@@ -132,6 +132,22 @@ impl AnyLedger {
         with_ledger!(self, ledger => ledger.tenant(tenant_id).await)
     }
 
+    /// A tenant as this instance last knew it (immutable facts only).
+    pub async fn known_tenant(
+        &self,
+        tenant_id: uuid::Uuid,
+    ) -> Result<std::sync::Arc<aggregates::tenant::Tenant>, ledger::LedgerError> {
+        with_ledger!(self, ledger => ledger.known_tenant(tenant_id).await)
+    }
+
+    /// A user as this instance last knew it (immutable facts only).
+    pub async fn known_user(
+        &self,
+        user_id: uuid::Uuid,
+    ) -> Result<std::sync::Arc<aggregates::user::User>, ledger::LedgerError> {
+        with_ledger!(self, ledger => ledger.known_user(user_id).await)
+    }
+
     /// A subscription's state.
     pub async fn subscription(
         &self,

@@ -78,6 +78,33 @@ pub(super) async fn visible_user(
     Ok(user)
 }
 
+/// The tenant of a user the caller may act on, or 404, from facts that never change (a user's
+/// tenant, a tenant's reseller): a command needs no fresher look, since the aggregates decide
+/// on their current state anyway.
+async fn tenant_of_visible_user(
+    state: &AppState,
+    principal: &Principal,
+    user_id: Uuid,
+    roles: &[Role],
+) -> Result<Uuid, ApiError> {
+    let not_found = || ApiError::NotFound(format!("user {user_id} does not exist"));
+    let tenant_id = state
+        .ledger
+        .known_user(user_id)
+        .await?
+        .state
+        .as_ref()
+        .map(|user| user.tenant_id)
+        .ok_or_else(not_found)?;
+    let tenant = state.ledger.known_tenant(tenant_id).await?;
+    match &tenant.profile {
+        Some(profile) if super::parties::may_see_tenant(principal, profile) => {}
+        _ => return Err(not_found()),
+    }
+    require(principal, roles)?;
+    Ok(tenant_id)
+}
+
 /// The user as clients read it: details unsealed while the key lives; purged users have none.
 async fn user_view(state: &AppState, user: &UserState) -> Result<Value, ApiError> {
     let tenant = state.ledger.tenant(user.tenant_id).await?;
@@ -297,7 +324,7 @@ async fn delete_user(
     Path(user_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let user_id = parse_id("user_id", &user_id)?;
-    visible_user(&state, &principal, user_id, MANAGERS).await?;
+    tenant_of_visible_user(&state, &principal, user_id, MANAGERS).await?;
     let landed = state
         .ledger
         .dispatch(
@@ -340,7 +367,7 @@ async fn user_action(
     let user_id = parse_id("user_id", raw_id)?;
     match action {
         "restore" => {
-            visible_user(&state, &principal, user_id, MANAGERS).await?;
+            tenant_of_visible_user(&state, &principal, user_id, MANAGERS).await?;
             let landed = state
                 .ledger
                 .dispatch(
@@ -411,7 +438,7 @@ async fn assign_licenses(
     Json(change): Json<LicenseChange>,
 ) -> Result<Json<Value>, ApiError> {
     let user_id = parse_id("user_id", &user_id)?;
-    let user = visible_user(&state, &principal, user_id, MANAGERS).await?;
+    let tenant_id = tenant_of_visible_user(&state, &principal, user_id, MANAGERS).await?;
     let parse_all = |raw: &[String], field: &'static str| -> Result<Vec<OfferId>, ApiError> {
         raw.iter()
             .map(|id| {
@@ -426,7 +453,7 @@ async fn assign_licenses(
         .ledger
         .dispatch(
             FollowUp::Tenant {
-                tenant_id: user.tenant_id,
+                tenant_id,
                 command: TenantCommand::AssignLicenses {
                     user_id,
                     add: parse_all(&change.add, "add")?,
