@@ -403,6 +403,8 @@ pub struct Machine {
     pub nats: String,
     /// The commit the harness was built from, and whether the tree had changes.
     pub git: String,
+    /// `/proc/loadavg` when the run started.
+    pub load_at_start: String,
 }
 
 /// Describes the machine.
@@ -431,6 +433,7 @@ pub async fn machine(servers: &Servers) -> Machine {
         ram_kib,
         kernel,
         git: git_description(),
+        load_at_start: load_average(),
         ..Machine::default()
     };
     if let Ok(mut connection) = sqlx::PgConnection::connect(&servers.postgres_admin_url).await {
@@ -454,6 +457,18 @@ pub async fn machine(servers: &Servers) -> Machine {
         machine.nats = format!("nats-server {}", client.server_info().version);
     }
     machine
+}
+
+/// The 1, 5 and 15 minute load averages.
+pub fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default()
 }
 
 fn git_description() -> String {

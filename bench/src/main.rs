@@ -365,6 +365,7 @@ async fn run(cli: Cli) -> ExitCode {
         phases: ctx.phases.all(),
         started: started_at,
         total: started.elapsed(),
+        load_at_end: infra::load_average(),
     };
     println!("## Summary ({:.1} min)\n", run.total.as_secs_f64() / 60.0);
     println!(

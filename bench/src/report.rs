@@ -175,6 +175,8 @@ pub struct RunReport {
     pub started: chrono::DateTime<chrono::Utc>,
     /// How long it took.
     pub total: Duration,
+    /// `/proc/loadavg` when it ended.
+    pub load_at_end: String,
 }
 
 /// The heading the generated part ends at.
@@ -247,6 +249,11 @@ impl RunReport {
         let _ = writeln!(out, "| max_connections | {} |", m.max_connections);
         let _ = writeln!(out, "| NATS | {} |", m.nats);
         let _ = writeln!(out, "| git commit | {} |", m.git);
+        let _ = writeln!(
+            out,
+            "| load average (1, 5, 15 min) | {} at the start, {} at the end (other work on the machine shows here) |",
+            m.load_at_start, self.load_at_end
+        );
         out.push_str("\n## Settings\n\n| setting | value |\n|---|---|\n");
         for (name, value) in &self.settings {
             let _ = writeln!(out, "| {name} | {value} |");
@@ -306,6 +313,7 @@ mod tests {
             phases: vec![],
             started: chrono::Utc::now(),
             total: Duration::from_secs(60),
+            load_at_end: String::new(),
         }
     }
 
