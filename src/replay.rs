@@ -11,6 +11,10 @@ use crate::store::Store;
 
 /// Events per replay transaction: larger than live batches, as nobody waits on them.
 const REPLAY_BATCH: i64 = 5_000;
+/// Batches between statistics updates of the table being rebuilt: it grows from empty, and
+/// without fresh statistics PostgreSQL reads all of it to find a batch's rows instead of using
+/// the key (112 ms a batch instead of 3.5 ms, found by the benchmarks).
+const ANALYZE_EVERY: usize = 20;
 /// How often verification chases a live projection that keeps moving before giving up.
 const VERIFY_ATTEMPTS: usize = 20;
 
@@ -66,8 +70,13 @@ pub async fn run(
     // Together as far as every projection goes; each on alone to its own live checkpoint.
     let common = targets.iter().copied().min().unwrap_or(Checkpoint::END);
     let mut together = 0;
+    let mut batches = 0;
     while let Some(taken) = step_together(store, &runners, REPLAY_BATCH, common, || Ok(())).await? {
         together += taken.events as u64;
+        batches += 1;
+        if batches % ANALYZE_EVERY == 1 {
+            store.analyze(Table::Replay.name()).await?;
+        }
         progress(Progress {
             projection: "all projections",
             events: together,

@@ -107,8 +107,12 @@ async fn tenant_of_visible_user(
 
 /// The user as clients read it: details unsealed while the key lives; purged users have none.
 async fn user_view(state: &AppState, user: &UserState) -> Result<Value, ApiError> {
-    let tenant = state.ledger.tenant(user.tenant_id).await?;
-    let licenses: Vec<String> = tenant
+    // The tenant is let go before the next await: while anyone holds it, the tenant's next
+    // command must copy it (a 100 000-user tenant takes milliseconds to copy).
+    let licenses: Vec<String> = state
+        .ledger
+        .tenant(user.tenant_id)
+        .await?
         .members
         .get(&user.user_id)
         .filter(|member| member.status == MemberStatus::Active)
