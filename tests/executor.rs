@@ -968,11 +968,16 @@ async fn cancelled_callers(backend: Backend) {
         .collect();
     let mut abandoned = Vec::new();
     let mut answered = Vec::new();
-    for n in BUSY_USERS..BUSY_USERS + CANCELLED_USERS {
+    for (n, user_id) in users
+        .iter()
+        .enumerate()
+        .skip(BUSY_USERS)
+        .take(CANCELLED_USERS)
+    {
         let metadata = request(&format!("cancelled-{n}"));
         let call = books
             .ledger
-            .dispatch(assign(tenant_id, users[n]), &metadata);
+            .dispatch(assign(tenant_id, *user_id), &metadata);
         match tokio::time::timeout(Duration::ZERO, call).await {
             Err(_) => abandoned.push(n),
             Ok(outcome) => answered.push((n, outcome)),
