@@ -106,18 +106,20 @@ async fn tenant_of_visible_user(
 }
 
 /// The user as clients read it: details unsealed while the key lives; purged users have none.
-async fn user_view(state: &AppState, user: &UserState) -> Result<Value, ApiError> {
-    // The tenant is let go before the next await: while anyone holds it, the tenant's next
-    // command must copy it (a 100 000-user tenant takes milliseconds to copy).
-    let licenses: Vec<String> = state
-        .ledger
-        .tenant(user.tenant_id)
-        .await?
+async fn user_view(
+    state: &AppState,
+    user: &UserState,
+    tenant: std::sync::Arc<aggregates::tenant::Tenant>,
+) -> Result<Value, ApiError> {
+    let licenses: Vec<String> = tenant
         .members
         .get(&user.user_id)
         .filter(|member| member.status == MemberStatus::Active)
         .map(|member| member.licenses.iter().map(ToString::to_string).collect())
         .unwrap_or_default();
+    // Let go of the tenant before the next await: while anyone holds it, the tenant's next
+    // command must copy it (a 100 000-user tenant takes milliseconds to copy).
+    drop(tenant);
     let details = match user.status {
         UserStatus::Purged { .. } => None,
         _ => state
@@ -157,14 +159,17 @@ async fn respond(
     landed: Option<crate::ledger::Landed>,
 ) -> Result<Value, ApiError> {
     let position = state.ledger.position_after(landed.as_ref()).await?;
+    // The answer is the state this instance committed (its cache holds the command's and its
+    // follow-ups' events): at least as new as the command, without asking the store again.
     let user = state
         .ledger
-        .user(user_id)
+        .known_user(user_id)
         .await?
         .state
         .clone()
         .ok_or_else(|| ApiError::Internal(format!("user {user_id} did not come into being")))?;
-    let mut body = user_view(state, &user).await?;
+    let tenant = state.ledger.known_tenant(user.tenant_id).await?;
+    let mut body = user_view(state, &user, tenant).await?;
     body["position"] = json!(position);
     Ok(body)
 }
@@ -240,7 +245,8 @@ async fn get_user(
 ) -> Result<Json<Value>, ApiError> {
     let user_id = parse_id("user_id", &user_id)?;
     let user = visible_user(&state, &principal, user_id, READERS).await?;
-    let mut body = user_view(&state, &user).await?;
+    let tenant = state.ledger.tenant(user.tenant_id).await?;
+    let mut body = user_view(&state, &user, tenant).await?;
     body["position"] = json!(state.ledger.position_after(None).await?);
     Ok(Json(body))
 }
