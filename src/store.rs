@@ -345,53 +345,37 @@ impl Store {
         sequence: i64,
         payload: &str,
     ) -> Result<(), sqlx::Error> {
-        // The snapshot's number is informational here (cqrs-es counts snapshots with it).
-        match self {
-            Self::Postgres(pool) => {
-                let mut tx = pool.begin().await?;
-                sqlx::query(
-                    "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload)
-                     VALUES ($1, $2, $3, $3, $4::json) ON CONFLICT DO NOTHING",
-                )
+        // The snapshot's number is informational here (cqrs-es counts snapshots with it). The
+        // payload column is `json` on PostgreSQL, text on SQLite.
+        let insert = match self {
+            Self::Postgres(_) => {
+                "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload)
+                 VALUES ($1, $2, $3, $3, $4::json) ON CONFLICT DO NOTHING"
+            }
+            Self::Sqlite(_) => {
+                "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload)
+                 VALUES ($1, $2, $3, $3, $4) ON CONFLICT DO NOTHING"
+            }
+        };
+        crate::on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(insert)
                 .bind(aggregate_type)
                 .bind(aggregate_id)
                 .bind(sequence)
                 .bind(payload)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query(
-                    "DELETE FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2 AND last_sequence < $3",
-                )
-                .bind(aggregate_type)
-                .bind(aggregate_id)
-                .bind(sequence)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await
-            }
-            Self::Sqlite(pool) => {
-                let mut tx = pool.begin().await?;
-                sqlx::query(
-                    "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload)
-                     VALUES ($1, $2, $3, $3, $4) ON CONFLICT DO NOTHING",
-                )
-                .bind(aggregate_type)
-                .bind(aggregate_id)
-                .bind(sequence)
-                .bind(payload)
-                .execute(&mut *tx)
-                .await?;
-                sqlx::query(
-                    "DELETE FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2 AND last_sequence < $3",
-                )
-                .bind(aggregate_type)
-                .bind(aggregate_id)
-                .bind(sequence)
-                .execute(&mut *tx)
-                .await?;
-                tx.commit().await
-            }
-        }
+            sqlx::query(
+                "DELETE FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2 AND last_sequence < $3",
+            )
+            .bind(aggregate_type)
+            .bind(aggregate_id)
+            .bind(sequence)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await
+        })
     }
 }
 

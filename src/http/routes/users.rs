@@ -63,19 +63,14 @@ pub(super) async fn visible_user(
     user_id: Uuid,
     roles: &[Role],
 ) -> Result<UserState, ApiError> {
-    let not_found = || ApiError::NotFound(format!("user {user_id} does not exist"));
-    let user = state
+    tenant_of_visible_user(state, principal, user_id, roles).await?;
+    state
         .ledger
         .user(user_id)
         .await?
         .state
         .clone()
-        .ok_or_else(not_found)?;
-    visible_tenant(state, principal, user.tenant_id)
-        .await
-        .map_err(|_| not_found())?;
-    require(principal, roles)?;
-    Ok(user)
+        .ok_or_else(|| ApiError::NotFound(format!("user {user_id} does not exist")))
 }
 
 /// The tenant of a user the caller may act on, or 404, from facts that never change (a user's
