@@ -812,11 +812,18 @@ async fn nats_down_at_start_and_killed_mid_run_loses_nothing_and_reorders_nothin
     app.stop().await;
 }
 
-/// A publisher crashes after JetStream acknowledged a batch but before its checkpoint moved;
-/// the next one re-sends that batch (JetStream drops every re-send as a duplicate) together
-/// with newer events, and the stream holds each event once.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_crash_between_acknowledgement_and_checkpoint_resends_and_duplicates_are_dropped() {
+/// What the publisher crash tests start from: a service without a publisher of its own, the
+/// publisher's checkpoint at the start of the log, a tenant's story written (`label`), a NATS
+/// client and the settings of a stream of the test's own.
+struct Bench {
+    client: async_nats::Client,
+    settings: seatledger::config::NatsSettings,
+    app: TestApp,
+    store: seatledger::store::Store,
+    parties: Parties,
+}
+
+async fn bench_with_story(label: &str) -> Bench {
     init_tracing();
     let client = nats_client(NATS_URL).await;
     let settings = private_stream_settings(NATS_URL);
@@ -827,8 +834,29 @@ async fn a_crash_between_acknowledgement_and_checkpoint_resends_and_duplicates_a
         .await
         .expect("the publisher's checkpoint");
     let parties = parties(&app).await;
-    tenant_story(&app, &parties, "first", false).await;
+    tenant_story(&app, &parties, label, false).await;
     wait_quiet(&app).await;
+    Bench {
+        client,
+        settings,
+        app,
+        store,
+        parties,
+    }
+}
+
+/// A publisher crashes after JetStream acknowledged a batch but before its checkpoint moved;
+/// the next one re-sends that batch (JetStream drops every re-send as a duplicate) together
+/// with newer events, and the stream holds each event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_between_acknowledgement_and_checkpoint_resends_and_duplicates_are_dropped() {
+    let Bench {
+        client,
+        settings,
+        app,
+        store,
+        parties,
+    } = bench_with_story("first").await;
 
     // A first publisher publishes and checkpoints what there is.
     let first = Publisher::new(store.clone(), settings.clone()).expect("valid settings");
@@ -886,18 +914,13 @@ async fn a_crash_between_acknowledgement_and_checkpoint_resends_and_duplicates_a
 /// stream holds each event once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_crash_before_the_first_checkpoint_resumes_from_the_streams_end() {
-    init_tracing();
-    let client = nats_client(NATS_URL).await;
-    let settings = private_stream_settings(NATS_URL);
-    let app = spawn_app(Backend::Postgres).await;
-    let store = app.state.store.clone();
-    store
-        .ensure_checkpoint(PUBLISHER)
-        .await
-        .expect("the publisher's checkpoint");
-    let parties = parties(&app).await;
-    tenant_story(&app, &parties, "first", false).await;
-    wait_quiet(&app).await;
+    let Bench {
+        client,
+        settings,
+        app,
+        store,
+        parties,
+    } = bench_with_story("first").await;
     let total = behind(&store, PUBLISHER).await.unwrap() as u64;
 
     let first = Publisher::new(store.clone(), settings.clone()).expect("valid settings");
@@ -1048,18 +1071,13 @@ async fn nats_back_without_its_storage_gets_the_whole_log_again() {
 /// only what came after the old checkpoint.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_publisher_facing_a_recreated_empty_stream_publishes_the_whole_log() {
-    init_tracing();
-    let client = nats_client(NATS_URL).await;
-    let settings = private_stream_settings(NATS_URL);
-    let app = spawn_app(Backend::Postgres).await;
-    let store = app.state.store.clone();
-    store
-        .ensure_checkpoint(PUBLISHER)
-        .await
-        .expect("the publisher's checkpoint");
-    let parties = parties(&app).await;
-    tenant_story(&app, &parties, "before", false).await;
-    wait_quiet(&app).await;
+    let Bench {
+        client,
+        settings,
+        app,
+        store,
+        parties,
+    } = bench_with_story("before").await;
     let first = Publisher::new(store.clone(), settings.clone()).expect("valid settings");
     while first.step().await.expect("publishing") {}
     drop(first);
