@@ -6,16 +6,21 @@
 //! A hot tenant thus costs one load and one commit per *batch*, not per command, and a tenant
 //! with a long history costs the same as a short one: loading happens once (from a snapshot),
 //! after which a command reads only the events it has not seen. Optimistic concurrency still
-//! decides between instances: a batch that loses the race is re-run on the fresh state.
+//! decides between instances: the cached state is trusted, the append's sequence check proves
+//! it was current, and a batch that loses the race is re-run on the refreshed state (a batch
+//! that writes nothing has no such proof, so it is checked against the store first).
+//!
+//! Readers never wait for a running batch: each slot also publishes the state last committed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
+use cqrs_es::persist::{PersistedEventRepository, PersistenceError};
 use cqrs_es::{Aggregate, DomainEvent, EventEnvelope};
 use tokio::sync::{oneshot, watch, Mutex, OwnedMutexGuard};
 
+use crate::append::{AppendError, NewEvent};
 use crate::ledger::{LedgerError, Metadata};
 use crate::store::Store;
 
@@ -32,16 +37,53 @@ struct Loaded<A> {
     sequence: usize,
 }
 
-/// The commands waiting for one aggregate, and its state (locked while a batch runs).
+impl<A> Clone for Loaded<A> {
+    fn clone(&self) -> Self {
+        Self {
+            aggregate: self.aggregate.clone(),
+            sequence: self.sequence,
+        }
+    }
+}
+
+/// The commands waiting for one aggregate, its state (locked while a batch runs), and the
+/// state last committed, which readers take without waiting for the batch.
 struct Slot<A: Aggregate> {
     waiting: std::sync::Mutex<Vec<Waiting<A>>>,
     state: Arc<Mutex<Option<Loaded<A>>>>,
+    committed: std::sync::Mutex<Option<Loaded<A>>>,
 }
+
+impl<A: Aggregate> Slot<A> {
+    fn committed(&self) -> Option<Loaded<A>> {
+        self.committed.lock().expect("committed state lock").clone()
+    }
+
+    /// Publishes `loaded` unless a newer state already is.
+    fn publish(&self, loaded: &Loaded<A>) {
+        let mut committed = self.committed.lock().expect("committed state lock");
+        if committed
+            .as_ref()
+            .is_none_or(|known| known.sequence <= loaded.sequence)
+        {
+            *committed = Some(loaded.clone());
+        }
+    }
+}
+
+/// What one command committed: its events and the log position of the last one.
+pub(crate) struct Committed<A: Aggregate> {
+    pub(crate) events: Vec<EventEnvelope<A>>,
+    /// `None` when the command decided nothing.
+    pub(crate) position: Option<i64>,
+}
+
+type Outcome<A> = Result<Committed<A>, LedgerError>;
 
 struct Waiting<A: Aggregate> {
     command: A::Command,
     metadata: Metadata,
-    reply: oneshot::Sender<Result<Vec<EventEnvelope<A>>, LedgerError>>,
+    reply: oneshot::Sender<Outcome<A>>,
 }
 
 struct Inner<A: Aggregate, R> {
@@ -92,7 +134,7 @@ where
         aggregate_id: &str,
         command: A::Command,
         metadata: &Metadata,
-    ) -> Result<Vec<EventEnvelope<A>>, LedgerError> {
+    ) -> Outcome<A> {
         let slot = self.inner.slot(aggregate_id);
         let (reply, answer) = oneshot::channel();
         slot.waiting
@@ -113,7 +155,7 @@ where
             let state = slot.state.clone().lock_owned().await;
             let batch = take_batch(&slot);
             if !batch.is_empty() {
-                inner.run_batch(&id, state, batch).await;
+                inner.run_batch(&id, &slot, state, batch).await;
             }
         });
         answer.await.unwrap_or_else(|_| {
@@ -123,14 +165,16 @@ where
         })
     }
 
-    /// The aggregate's current state.
+    /// The aggregate's current state: the state last committed here, brought up to date with
+    /// whatever other instances appended since (without waiting for a batch running here).
     pub(crate) async fn load(&self, aggregate_id: &str) -> Result<Arc<A>, LedgerError> {
         let slot = self.inner.slot(aggregate_id);
-        let mut state = slot.state.lock().await;
-        let loaded = self.inner.fresh(aggregate_id, state.take()).await?;
-        let aggregate = loaded.aggregate.clone();
-        *state = Some(loaded);
-        Ok(aggregate)
+        if let Some(committed) = slot.committed() {
+            let fresh = self.inner.fresh(aggregate_id, Some(committed)).await?;
+            slot.publish(&fresh);
+            return Ok(fresh.aggregate);
+        }
+        self.inner.load_into(aggregate_id, &slot).await
     }
 }
 
@@ -145,16 +189,20 @@ where
     /// asking the store for newer events would be a wasted round trip.
     pub(crate) async fn known(&self, aggregate_id: &str) -> Result<Arc<A>, LedgerError> {
         let slot = self.inner.slot(aggregate_id);
-        let mut state = slot.state.lock().await;
         // An aggregate known not to exist yet may exist by now (created by another instance).
-        if let Some(loaded) = state.as_ref().filter(|loaded| loaded.sequence > 0) {
-            return Ok(loaded.aggregate.clone());
+        if let Some(committed) = slot.committed().filter(|loaded| loaded.sequence > 0) {
+            return Ok(committed.aggregate);
         }
-        let loaded = self.inner.fresh(aggregate_id, state.take()).await?;
-        let aggregate = loaded.aggregate.clone();
-        *state = Some(loaded);
-        Ok(aggregate)
+        self.inner.load_into(aggregate_id, &slot).await
     }
+}
+
+/// How a batch ended.
+enum Decided<A: Aggregate> {
+    /// Every command's outcome, its events committed.
+    Committed(Vec<Outcome<A>>),
+    /// Nothing was written and the state turned out to be old: decide again.
+    OnStaleState,
 }
 
 fn take_batch<A: Aggregate>(slot: &Slot<A>) -> Vec<Waiting<A>> {
@@ -180,14 +228,27 @@ where
                 Arc::new(Slot {
                     waiting: std::sync::Mutex::new(Vec::new()),
                     state: Arc::new(Mutex::new(None)),
+                    committed: std::sync::Mutex::new(None),
                 })
             })
             .clone()
     }
 
+    /// Loads the aggregate into its slot under the batch lock (a cold load, or one checking
+    /// whether an aggregate known not to exist does by now).
+    async fn load_into(&self, aggregate_id: &str, slot: &Slot<A>) -> Result<Arc<A>, LedgerError> {
+        let mut state = slot.state.lock().await;
+        let loaded = self.fresh(aggregate_id, state.take()).await?;
+        slot.publish(&loaded);
+        let aggregate = loaded.aggregate.clone();
+        *state = Some(loaded);
+        Ok(aggregate)
+    }
+
     async fn run_batch(
         &self,
         aggregate_id: &str,
+        slot: &Slot<A>,
         mut state: OwnedMutexGuard<Option<Loaded<A>>>,
         batch: Vec<Waiting<A>>,
     ) {
@@ -196,10 +257,19 @@ where
             .map(|waiting| ((waiting.command, waiting.metadata), waiting.reply))
             .unzip();
         let mut attempt = 0;
+        let mut check_first = false;
         let outcomes = loop {
-            match self.try_batch(aggregate_id, &mut state, &commands).await {
-                Err(LedgerError::Conflict) if attempt < CONFLICT_RETRIES => attempt += 1,
-                Ok(outcomes) => break outcomes,
+            match self
+                .try_batch(aggregate_id, &mut state, &commands, check_first)
+                .await
+            {
+                Ok(Decided::Committed(outcomes)) => break outcomes,
+                // Decided on a state that turned out old: decide again on the new one.
+                Ok(Decided::OnStaleState) => check_first = true,
+                Err(LedgerError::Conflict) if attempt < CONFLICT_RETRIES => {
+                    attempt += 1;
+                    check_first = true;
+                }
                 Err(error) => {
                     let message = error.to_string();
                     let conflict = matches!(error, LedgerError::Conflict);
@@ -216,53 +286,62 @@ where
                 }
             }
         };
+        if let Some(loaded) = state.as_ref() {
+            slot.publish(loaded);
+        }
         for (reply, outcome) in replies.into_iter().zip(outcomes) {
             let _ = reply.send(outcome);
         }
     }
 
     /// Handles every command in turn on the evolving state and commits all their events at
-    /// once. A refused command gets its refusal and adds nothing.
+    /// once. A refused command gets its refusal and adds nothing. The cached state is trusted
+    /// unless `check_first`: the append's sequence check proves it current, and a batch with
+    /// nothing to append, which has no such proof, is checked afterwards.
     async fn try_batch(
         &self,
         aggregate_id: &str,
         state: &mut Option<Loaded<A>>,
         commands: &[(A::Command, Metadata)],
-    ) -> Result<Vec<Result<Vec<EventEnvelope<A>>, LedgerError>>, LedgerError> {
+        check_first: bool,
+    ) -> Result<Decided<A>, LedgerError> {
         // Taken out while the batch runs: if anything fails before the commit, the next batch
-        // loads afresh instead of trusting a state that holds uncommitted events.
-        let Loaded {
-            mut aggregate,
-            sequence: base,
-        } = self.fresh(aggregate_id, state.take()).await?;
+        // loads afresh instead of trusting a state that holds uncommitted events (an append
+        // whose outcome is unknown included).
+        let before = match state.take() {
+            Some(known) if !check_first => known,
+            known => self.fresh(aggregate_id, known).await?,
+        };
+        let base = before.sequence;
+        let mut aggregate = before.aggregate.clone();
         let mut sequence = base;
-        let mut serialized = Vec::new();
-        let mut outcomes = Vec::with_capacity(commands.len());
+        let mut appended = Vec::new();
+        // Per command: its events and how many events of the batch precede its last one.
+        let mut decided = Vec::with_capacity(commands.len());
         for (command, metadata) in commands {
             let sink: EventSink<A> = EventSink::default();
             // cqrs-es's sink applies each event it is given to the aggregate, so after `handle`
             // the state includes the command's events (a refusal writes none). `make_mut`
-            // clones only while a reader still holds the previous state.
+            // copies the state when a reader still holds it (cheap: the large registers are
+            // persistent maps sharing their nodes).
             if let Err(refusal) = Arc::make_mut(&mut aggregate)
                 .handle(command.clone(), &self.services, &sink)
                 .await
             {
-                outcomes.push(Err(LedgerError::Domain(refusal)));
+                decided.push(Err(LedgerError::Domain(refusal)));
                 continue;
             }
+            let metadata_json = serde_json::to_string(metadata).map_err(encoding)?;
             let mut envelopes = Vec::new();
-            let metadata_json = serde_json::to_value(metadata).map_err(encoding)?;
             for event in sink.collect().await {
                 sequence += 1;
-                serialized.push(SerializedEvent::new(
-                    aggregate_id.to_owned(),
-                    sequence,
-                    A::TYPE.to_owned(),
-                    event.event_type(),
-                    event.event_version(),
-                    serde_json::to_value(&event).map_err(encoding)?,
-                    metadata_json.clone(),
-                ));
+                appended.push(NewEvent {
+                    sequence: sequence as i64,
+                    event_type: event.event_type(),
+                    event_version: event.event_version(),
+                    payload: serde_json::to_string(&event).map_err(encoding)?,
+                    metadata: metadata_json.clone(),
+                });
                 envelopes.push(EventEnvelope {
                     aggregate_id: aggregate_id.to_owned(),
                     sequence,
@@ -270,27 +349,66 @@ where
                     metadata: metadata.clone(),
                 });
             }
-            outcomes.push(Ok(envelopes));
+            decided.push(Ok((envelopes, appended.len())));
         }
-        if !serialized.is_empty() {
-            self.repository
-                .persist::<A>(&serialized, None)
-                .await
-                .map_err(persistence)?;
-            // Wakes this instance's log consumers at once instead of at their next poll.
-            self.commits
-                .send_modify(|commits| *commits = commits.wrapping_add(1));
-            if let Some(every) = self.snapshot_every {
-                if sequence / every > base / every {
-                    self.snapshot(aggregate_id, sequence, &aggregate).await;
+        if appended.is_empty() {
+            let settled = if check_first {
+                before
+            } else {
+                // Nothing was appended, so nothing proved the state current: a refusal or a
+                // no-op decided on a state another instance has moved on from would be wrong.
+                let checked = self.fresh(aggregate_id, Some(before)).await?;
+                if checked.sequence != base {
+                    *state = Some(checked);
+                    return Ok(Decided::OnStaleState);
                 }
+                checked
+            };
+            *state = Some(settled);
+            return Ok(Decided::Committed(
+                decided
+                    .into_iter()
+                    .map(|outcome| {
+                        outcome.map(|(events, _)| Committed {
+                            events,
+                            position: None,
+                        })
+                    })
+                    .collect(),
+            ));
+        }
+        let positions = match self.store.append(A::TYPE, aggregate_id, &appended).await {
+            Ok(positions) => positions,
+            Err(AppendError::Conflict) => {
+                // Keep what is known: the retry reads only the events it missed.
+                *state = Some(before);
+                return Err(LedgerError::Conflict);
+            }
+            Err(AppendError::Store(error)) => return Err(LedgerError::Store(error.to_string())),
+        };
+        // Wakes this instance's log consumers at once instead of at their next poll.
+        self.commits
+            .send_modify(|commits| *commits = commits.wrapping_add(1));
+        if let Some(every) = self.snapshot_every {
+            if sequence / every > base / every {
+                self.snapshot_later(aggregate_id, sequence, aggregate.clone());
             }
         }
         *state = Some(Loaded {
             aggregate,
             sequence,
         });
-        Ok(outcomes)
+        Ok(Decided::Committed(
+            decided
+                .into_iter()
+                .map(|outcome| {
+                    outcome.map(|(events, through)| Committed {
+                        position: (!events.is_empty()).then(|| positions[through - 1]),
+                        events,
+                    })
+                })
+                .collect(),
+        ))
     }
 
     /// `known` brought up to date with the events appended since (by other instances), or the
@@ -365,18 +483,28 @@ where
 
     /// Writes a snapshot; a failure only costs a longer load later, so it is logged, not
     /// returned.
-    async fn snapshot(&self, aggregate_id: &str, sequence: usize, aggregate: &A) {
-        let written = match serde_json::to_string(aggregate) {
-            Ok(payload) => self
-                .store
-                .save_snapshot(A::TYPE, aggregate_id, sequence as i64, &payload)
+    /// Serialising a large aggregate takes milliseconds, so it happens on a blocking thread
+    /// after the batch has answered; holding the state meanwhile costs the next batch only a
+    /// shallow copy.
+    fn snapshot_later(&self, aggregate_id: &str, sequence: usize, aggregate: Arc<A>) {
+        let store = self.store.clone();
+        let aggregate_id = aggregate_id.to_owned();
+        tokio::spawn(async move {
+            let encoded = tokio::task::spawn_blocking(move || serde_json::to_string(&*aggregate))
                 .await
-                .map_err(|error| error.to_string()),
-            Err(error) => Err(error.to_string()),
-        };
-        if let Err(error) = written {
-            tracing::warn!(aggregate = A::TYPE, %aggregate_id, %error, "snapshot not written");
-        }
+                .map_err(|error| error.to_string())
+                .and_then(|encoded| encoded.map_err(|error| error.to_string()));
+            let written = match encoded {
+                Ok(payload) => store
+                    .save_snapshot(A::TYPE, &aggregate_id, sequence as i64, &payload)
+                    .await
+                    .map_err(|error| error.to_string()),
+                Err(error) => Err(error),
+            };
+            if let Err(error) = written {
+                tracing::warn!(aggregate = A::TYPE, %aggregate_id, %error, "snapshot not written");
+            }
+        });
     }
 }
 

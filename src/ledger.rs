@@ -16,11 +16,11 @@ use aggregates::tenant::Tenant;
 use aggregates::user::User;
 use aggregates::{CommercialRules, DomainError};
 use cqrs_es::persist::PersistedEventRepository;
-use cqrs_es::{Aggregate, AggregateError, EventEnvelope};
+use cqrs_es::{Aggregate, AggregateError};
 use thiserror::Error;
 use tracing::warn;
 
-use crate::executor::Executor;
+use crate::executor::{Committed, Executor};
 use crate::store::Store;
 
 /// Tenants' streams grow with every user; a snapshot every this many events keeps a cold load
@@ -63,6 +63,8 @@ pub struct Landed {
     pub aggregate_id: String,
     /// The last event's sequence in its stream.
     pub sequence: usize,
+    /// The last event's position in the log.
+    pub position: i64,
 }
 
 /// Every aggregate of the domain over one event repository.
@@ -135,48 +137,41 @@ impl<R: PersistedEventRepository + 'static> Ledger<R> {
         metadata: &Metadata,
         queue: &mut VecDeque<FollowUp>,
     ) -> Result<Option<Landed>, LedgerError> {
-        fn landed<A: Aggregate>(id: String, events: &[EventEnvelope<A>]) -> Option<Landed> {
-            events.last().map(|last| Landed {
-                aggregate_type: A::TYPE,
-                aggregate_id: id,
-                sequence: last.sequence,
-            })
-        }
         match command {
             FollowUp::Tenant { tenant_id, command } => {
                 let id = tenant_id.to_string();
-                let events = self.tenants.execute(&id, command, metadata).await?;
-                for event in &events {
+                let committed = self.tenants.execute(&id, command, metadata).await?;
+                for event in &committed.events {
                     queue.extend(policy::on_tenant_event(tenant_id, &event.payload));
                 }
-                Ok(landed(id, &events))
+                Ok(landed(id, &committed))
             }
             FollowUp::Subscription {
                 subscription_id,
                 command,
             } => {
                 let id = subscription_id.to_string();
-                let events = self.subscriptions.execute(&id, command, metadata).await?;
-                for event in &events {
+                let committed = self.subscriptions.execute(&id, command, metadata).await?;
+                for event in &committed.events {
                     queue.extend(policy::on_subscription_event(
                         subscription_id,
                         event.sequence as u64,
                         &event.payload,
                     ));
                 }
-                Ok(landed(id, &events))
+                Ok(landed(id, &committed))
             }
             FollowUp::User { user_id, command } => {
                 let id = user_id.to_string();
-                let events = self.users.execute(&id, command, metadata).await?;
-                for event in &events {
+                let committed = self.users.execute(&id, command, metadata).await?;
+                for event in &committed.events {
                     queue.extend(policy::on_user_event(
                         user_id,
                         event.sequence as u64,
                         &event.payload,
                     ));
                 }
-                Ok(landed(id, &events))
+                Ok(landed(id, &committed))
             }
             // Timers are a read model: the timers projection schedules and cancels them from the
             // same events, in log order.
@@ -191,12 +186,8 @@ impl<R: PersistedEventRepository + 'static> Ledger<R> {
         metadata: &Metadata,
     ) -> Result<Option<Landed>, LedgerError> {
         let id = aggregates::catalog::CATALOG_ID.to_owned();
-        let events = self.catalog.execute(&id, command, metadata).await?;
-        Ok(events.last().map(|last| Landed {
-            aggregate_type: CatalogAggregate::TYPE,
-            aggregate_id: id,
-            sequence: last.sequence,
-        }))
+        let committed = self.catalog.execute(&id, command, metadata).await?;
+        Ok(landed(id, &committed))
     }
 
     /// Runs a reseller command.
@@ -207,12 +198,8 @@ impl<R: PersistedEventRepository + 'static> Ledger<R> {
         metadata: &Metadata,
     ) -> Result<Option<Landed>, LedgerError> {
         let id = reseller_id.to_string();
-        let events = self.resellers.execute(&id, command, metadata).await?;
-        Ok(events.last().map(|last| Landed {
-            aggregate_type: Reseller::TYPE,
-            aggregate_id: id,
-            sequence: last.sequence,
-        }))
+        let committed = self.resellers.execute(&id, command, metadata).await?;
+        Ok(landed(id, &committed))
     }
 
     /// Runs a billing-profile command.
@@ -223,15 +210,11 @@ impl<R: PersistedEventRepository + 'static> Ledger<R> {
         metadata: &Metadata,
     ) -> Result<Option<Landed>, LedgerError> {
         let id = billing_profile_id.to_string();
-        let events = self
+        let committed = self
             .billing_profiles
             .execute(&id, command, metadata)
             .await?;
-        Ok(events.last().map(|last| Landed {
-            aggregate_type: BillingProfile::TYPE,
-            aggregate_id: id,
-            sequence: last.sequence,
-        }))
+        Ok(landed(id, &committed))
     }
 
     /// The current state of a tenant.
@@ -286,18 +269,6 @@ impl<R: PersistedEventRepository + 'static> Ledger<R> {
     pub async fn current_catalog(&self) -> Result<Arc<CatalogAggregate>, LedgerError> {
         self.catalog.load(aggregates::catalog::CATALOG_ID).await
     }
-
-    /// The global log position of a landed event.
-    pub async fn position(&self, landed: &Landed) -> Result<i64, LedgerError> {
-        self.store
-            .position_of(
-                landed.aggregate_type,
-                &landed.aggregate_id,
-                landed.sequence as i64,
-            )
-            .await
-            .map_err(store_error)
-    }
 }
 
 impl<R: PersistedEventRepository> Ledger<R> {
@@ -305,6 +276,17 @@ impl<R: PersistedEventRepository> Ledger<R> {
     pub async fn log_end(&self) -> Result<i64, LedgerError> {
         self.store.log_end().await.map_err(store_error)
     }
+}
+
+/// Where a command's last event landed, if it decided anything.
+fn landed<A: Aggregate>(id: String, committed: &Committed<A>) -> Option<Landed> {
+    let last = committed.events.last()?;
+    Some(Landed {
+        aggregate_type: A::TYPE,
+        aggregate_id: id,
+        sequence: last.sequence,
+        position: committed.position?,
+    })
 }
 
 fn store_error(error: sqlx::Error) -> LedgerError {

@@ -174,39 +174,6 @@ impl Store {
 }
 
 impl Store {
-    /// The global position of one event.
-    pub async fn position_of(
-        &self,
-        aggregate_type: &str,
-        aggregate_id: &str,
-        sequence: i64,
-    ) -> Result<i64, sqlx::Error> {
-        match self {
-            Self::Postgres(pool) => {
-                sqlx::query_scalar(
-                    "SELECT position FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3",
-                )
-                .bind(aggregate_type)
-                .bind(aggregate_id)
-                .bind(sequence)
-                .fetch_one(pool)
-                .await
-            }
-            Self::Sqlite(pool) => {
-                sqlx::query_scalar(
-                    "SELECT position FROM events WHERE aggregate_type = ? AND aggregate_id = ? AND sequence = ?",
-                )
-                .bind(aggregate_type)
-                .bind(aggregate_id)
-                .bind(sequence)
-                .fetch_one(pool)
-                .await
-            }
-        }
-    }
-}
-
-impl Store {
     /// Checks the database answers.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         match self {

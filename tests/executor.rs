@@ -375,6 +375,27 @@ async fn snapshot_rows(store: &Store, tenant_id: Uuid) -> Vec<i64> {
     }
 }
 
+/// The snapshot rows once `settled` holds for them: snapshots are written in the background
+/// after the batch that crossed the interval has answered. Fails after 10 s with the rows seen.
+async fn snapshot_rows_once(
+    store: &Store,
+    tenant_id: Uuid,
+    settled: impl Fn(&[i64]) -> bool,
+) -> Vec<i64> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let rows = snapshot_rows(store, tenant_id).await;
+        if settled(&rows) {
+            return rows;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the snapshot rows never settled: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn insert_snapshot(store: &Store, tenant_id: Uuid, last_sequence: i64, payload: &str) {
     match store {
         Store::Postgres(pool) => {
@@ -465,7 +486,7 @@ async fn hot_tenant(backend: Backend, hold: bool) {
         })
         .collect();
     if let Some(lock) = lock {
-        wait_until_blocked(pg(&books.fresh.store), "%from events%", 1).await;
+        wait_until_blocked(pg(&books.fresh.store), "%insert into events%", 1).await;
         while started.load(Ordering::SeqCst) < HOT_USERS {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
@@ -629,6 +650,43 @@ async fn a_stale_cache_is_refreshed_before_reads_and_commands_on_postgres() {
 #[tokio::test]
 async fn a_stale_cache_is_refreshed_before_reads_and_commands_on_sqlite() {
     stale_cache_is_refreshed(Backend::Sqlite).await;
+}
+
+/// A's cache says user 0 holds no seat, but B gave it one: A's "take the seat back" would be a
+/// no-op on A's state. Nothing appended means nothing proved A's state current, so A checks
+/// the store and decides again: the seat is taken back.
+async fn a_no_op_on_a_stale_cache_is_decided_again(backend: Backend) {
+    let books = books(backend, 2, 2).await;
+    let (tenant_id, users) = (books.tenant_id, books.users.clone());
+    let a = books.ledger.clone();
+    let b = books.other_instance();
+    a.tenant(tenant_id).await.unwrap();
+    b.dispatch(assign(tenant_id, users[0]), &request("b-gives"))
+        .await
+        .unwrap()
+        .expect("assigned");
+    let landed = a
+        .dispatch(unassign(tenant_id, users[0]), &request("a-takes-back"))
+        .await
+        .unwrap()
+        .expect("A's unassignment is decided on B's assignment, not on A's stale cache");
+    let state = assert_views_agree(&books.fresh.store, tenant_id, &[&a, &b]).await;
+    assert!(holders(&state).is_empty());
+    let log = tenant_log(&books.fresh.store, tenant_id).await;
+    assert_eq!(log.last().unwrap().request_id(), "a-takes-back");
+    assert_eq!(landed.sequence, log.len());
+    drop((a, b));
+    books.remove().await;
+}
+
+#[tokio::test]
+async fn a_no_op_on_a_stale_cache_is_decided_again_on_postgres() {
+    a_no_op_on_a_stale_cache_is_decided_again(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn a_no_op_on_a_stale_cache_is_decided_again_on_sqlite() {
+    a_no_op_on_a_stale_cache_is_decided_again(Backend::Sqlite).await;
 }
 
 /// Both instances decide on the same state (one free seat, two takers) and both try to commit:
@@ -838,7 +896,8 @@ async fn snapshots(backend: Backend) {
 
     // One command (one event) at a time: the snapshot is taken exactly at the interval.
     let sequence = toggle_until(&books, &mut held, start, every + 10).await;
-    assert_eq!(snapshot_rows(&store, tenant_id).await, [every as i64]);
+    let rows = snapshot_rows_once(&store, tenant_id, |rows| !rows.is_empty()).await;
+    assert_eq!(rows, [every as i64]);
     assert_views_agree(&store, tenant_id, &[&books.ledger]).await;
 
     // Older rows beside the newest, one of them unreadable, one the empty tenant: neither is
@@ -899,7 +958,11 @@ async fn snapshots(backend: Backend) {
             sequence = sequence.max(landed.sequence);
         }
     }
-    let rows = snapshot_rows(&store, tenant_id).await;
+    let rows = snapshot_rows_once(&store, tenant_id, |rows| {
+        rows.last()
+            .is_some_and(|newest| *newest >= 2 * every as i64)
+    })
+    .await;
     eprintln!(
         "snapshot rows after crossing {} in batches: {rows:?} (stream at {sequence})",
         2 * every
@@ -1116,7 +1179,7 @@ async fn abandoned_command_stays_settled(backend: Backend) {
         })
     };
     match &store {
-        Store::Postgres(pool) => wait_until_blocked(pool, "%from events%", 1).await,
+        Store::Postgres(pool) => wait_until_blocked(pool, "%insert into events%", 1).await,
         Store::Sqlite(_) => tokio::time::sleep(Duration::from_millis(200)).await,
     }
     // C queues behind X's batch; its caller gives up at once.

@@ -468,10 +468,11 @@ pub struct Tenant {
     pub subscriptions: BTreeMap<Uuid, HeldSubscription>,
     /// The trial subscription of each offer that had one.
     pub trials: BTreeMap<OfferId, Uuid>,
-    /// Users by id.
-    pub members: BTreeMap<Uuid, Member>,
-    /// Which live (not purged) user holds each principal name.
-    pub principals: BTreeMap<PrincipalFingerprint, Uuid>,
+    /// Users by id. A persistent map: the executor copies the state whenever a reader still
+    /// holds the previous one, and a copy must not cost the whole register.
+    pub members: imbl::OrdMap<Uuid, Member>,
+    /// Which live (not purged) user holds each principal name (persistent, as `members`).
+    pub principals: imbl::OrdMap<PrincipalFingerprint, Uuid>,
     /// Seats held by active users, per product (kept so a check costs nothing per user).
     pub assigned: BTreeMap<ProvisioningId, u32>,
 }
