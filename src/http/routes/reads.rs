@@ -231,13 +231,15 @@ async fn users(
             (rows, position)
         }
     };
+    let listed: Vec<UserRow> = listed
+        .into_iter()
+        .filter(|user| query.include_deleted || user.status != UserListStatus::Deleted)
+        .collect();
+    // Unsealed per request: a purged user's key is gone, so nothing readable remains.
+    let sealed: Vec<_> = listed.iter().map(|user| &user.details).collect();
+    let unsealed = state.vault.unseal_all(&sealed).await.map_err(internal)?;
     let mut rows = Vec::with_capacity(listed.len());
-    for user in listed {
-        if user.status == UserListStatus::Deleted && !query.include_deleted {
-            continue;
-        }
-        // Unsealed per request: a purged user's key is gone, so nothing readable remains.
-        let details = state.vault.unseal(&user.details).await.map_err(internal)?;
+    for (user, details) in listed.iter().zip(unsealed) {
         rows.push(json!({
             "id": user.user_id,
             "user_principal_name": details.as_ref().map(|d| d.user_principal_name.to_string()),
