@@ -20,13 +20,19 @@ use crate::feed::publisher::{Publisher, PUBLISHER};
 use crate::lease::Lease;
 use crate::ledger::{LedgerError, Metadata};
 use crate::log::{Checkpoint, StoredEvent};
-use crate::read_models::{ConsumerError, ProjectionRunner, Table};
+use crate::read_models::{step_together, ConsumerError, ProjectionRunner, Table};
 use crate::store::Store;
 use crate::vault::Vault;
 use crate::AnyLedger;
 
 /// How many events a projection takes in per transaction.
 pub const PROJECTION_BATCH: i64 = 500;
+/// How many events the process-manager consumer re-runs per checkpoint.
+const PROCESS_MANAGER_BATCH: i64 = 100;
+/// How many events the shredder reads per checkpoint.
+const SHREDDER_BATCH: i64 = 500;
+/// How many due timers the scheduler fires per step.
+const DUE_TIMERS_BATCH: i64 = 50;
 /// How long an idle consumer waits for news before looking at the log again (other instances'
 /// commits are only seen this way).
 const IDLE_POLL: Duration = Duration::from_millis(50);
@@ -51,14 +57,46 @@ pub fn consumers() -> Vec<&'static str> {
     names
 }
 
-type Step<'a> = Pin<Box<dyn Future<Output = Result<bool, ConsumerError>> + Send + 'a>>;
+type Step<'a> = Pin<Box<dyn Future<Output = Result<Stepped, ConsumerError>> + Send + 'a>>;
 
-/// One piece of background work: a step does some and says whether there may be more.
+/// What a step found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stepped {
+    /// A full batch: more is waiting, step again at once.
+    Full,
+    /// Less than a batch: probably caught up. Look again after the next commit, or shortly
+    /// (a commit can be hidden for a moment behind an older transaction still running).
+    Partial,
+    /// Nothing: wait for the next commit or the idle poll.
+    Nothing,
+}
+
+impl Stepped {
+    fn of_batch(taken: usize, limit: i64) -> Self {
+        match taken {
+            0 => Self::Nothing,
+            taken if taken as i64 >= limit => Self::Full,
+            _ => Self::Partial,
+        }
+    }
+}
+
+/// How soon a consumer that took a partial batch looks again when no commit wakes it first.
+const RECHECK: Duration = Duration::from_millis(5);
+
+/// One piece of background work: a step does some and says how much it found. One that took
+/// a partial batch does not ask again at once but after the next commit (or `RECHECK`): with
+/// every consumer stepping until it found nothing, the empty second looks cost the database
+/// more statements than the commands themselves.
 trait Work: Send + Sync + 'static {
     fn name(&self) -> &str;
     fn step(&self) -> Step<'_>;
     fn idle(&self) -> Duration {
         IDLE_POLL
+    }
+    /// Whether this instance's commits are news for it (timers are not: the clock is).
+    fn wakes_on_commits(&self) -> bool {
+        true
     }
     /// The longest pause after repeated failures.
     fn max_backoff(&self) -> Duration {
@@ -91,15 +129,14 @@ impl Workers {
     /// Starts every piece of background work.
     pub fn start(context: Context) -> Self {
         let (shutdown, stopping) = watch::channel(false);
-        let mut work: Vec<Arc<dyn Work>> = projections::all()
+        let runners = projections::all()
             .into_iter()
-            .map(|projection| {
-                Arc::new(ProjectionWork::new(
-                    ProjectionRunner::new(projection, Table::Live),
-                    context.store.clone(),
-                )) as Arc<dyn Work>
-            })
+            .map(|projection| ProjectionRunner::new(projection, Table::Live))
             .collect();
+        let mut work: Vec<Arc<dyn Work>> = vec![Arc::new(ProjectionWork::new(
+            runners,
+            context.store.clone(),
+        ))];
         work.push(Arc::new(ProcessManager(context.clone())));
         work.push(Arc::new(Shredder(context.clone())));
         work.push(Arc::new(Scheduler(context.clone())));
@@ -191,16 +228,22 @@ async fn run(
                 checked = tokio::time::Instant::now();
             }
             match work.step().await {
-                Ok(true) => failures = 0,
-                Ok(false) => {
+                Ok(Stepped::Full) => failures = 0,
+                Ok(found) => {
                     failures = 0;
+                    let wakes = work.wakes_on_commits();
+                    let wait = if found == Stepped::Partial {
+                        RECHECK
+                    } else {
+                        work.idle()
+                    };
                     tokio::select! {
-                        changed = commits.changed() => {
+                        changed = commits.changed(), if wakes => {
                             if changed.is_err() && pause(&mut stopping, work.idle()).await {
                                 return;
                             }
                         }
-                        _ = tokio::time::sleep(work.idle()) => {}
+                        _ = tokio::time::sleep(wait) => {}
                         _ = stopping.changed() => return,
                     }
                 }
@@ -227,8 +270,15 @@ async fn run(
     }
 }
 
+/// The lease under which the live projections run.
+pub const PROJECTIONS: &str = "projections";
+
+/// The live projections, taken in together: one read of the log and one transaction per batch
+/// for all of them, instead of one of each per projection (five consumers waking on every
+/// commit cost the database more than the commands did). Each keeps its own checkpoint; one
+/// that stands behind the others (new, or rebuilt) is first brought alone to where they are.
 struct ProjectionWork {
-    runner: ProjectionRunner,
+    runners: Vec<ProjectionRunner>,
     store: Store,
     lag: std::sync::Mutex<LagReport>,
 }
@@ -243,9 +293,9 @@ struct LagReport {
 const LAG_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 impl ProjectionWork {
-    fn new(runner: ProjectionRunner, store: Store) -> Self {
+    fn new(runners: Vec<ProjectionRunner>, store: Store) -> Self {
         Self {
-            runner,
+            runners,
             store,
             lag: std::sync::Mutex::new(LagReport {
                 reported: tokio::time::Instant::now(),
@@ -268,37 +318,68 @@ impl ProjectionWork {
             (due, was)
         };
         if full_batch && due {
-            let checkpoint = self.store.checkpoint(self.runner.consumer()).await?;
-            let (behind, oldest) = self.store.backlog(checkpoint).await?;
-            let seconds = oldest.map_or(0, |oldest| (chrono::Utc::now() - oldest).num_seconds());
-            info!(
-                consumer = self.runner.consumer(),
-                position = checkpoint.position,
-                lag_events = behind,
-                lag_seconds = seconds,
-                "projection catching up"
-            );
+            for runner in &self.runners {
+                let checkpoint = self.store.checkpoint(runner.consumer()).await?;
+                let (behind, oldest) = self.store.backlog(checkpoint).await?;
+                let seconds =
+                    oldest.map_or(0, |oldest| (chrono::Utc::now() - oldest).num_seconds());
+                info!(
+                    consumer = runner.consumer(),
+                    position = checkpoint.position,
+                    lag_events = behind,
+                    lag_seconds = seconds,
+                    "projection catching up"
+                );
+            }
         } else if was_catching_up && !full_batch {
-            info!(consumer = self.runner.consumer(), "projection caught up");
+            info!("projections caught up");
         }
         Ok(())
+    }
+
+    /// Brings the projections that stand behind the others one batch nearer; `false` when
+    /// they all stand at the same checkpoint.
+    async fn align(&self) -> Result<bool, ConsumerError> {
+        let mut standing = Vec::with_capacity(self.runners.len());
+        for runner in &self.runners {
+            standing.push(self.store.checkpoint(runner.consumer()).await?);
+        }
+        let Some(lead) = standing.iter().copied().max() else {
+            return Ok(false);
+        };
+        let mut moved = false;
+        for (runner, checkpoint) in self.runners.iter().zip(standing) {
+            if checkpoint < lead {
+                runner.step(&self.store, PROJECTION_BATCH, lead).await?;
+                moved = true;
+            }
+        }
+        Ok(moved)
     }
 }
 
 impl Work for ProjectionWork {
     fn name(&self) -> &str {
-        self.runner.consumer()
+        PROJECTIONS
     }
 
     fn step(&self) -> Step<'_> {
         Box::pin(async move {
-            let taken = self
-                .runner
-                .step(&self.store, PROJECTION_BATCH, Checkpoint::END)
-                .await?;
-            let full_batch = taken.is_some_and(|taken| taken.events as i64 >= PROJECTION_BATCH);
-            self.report(full_batch).await?;
-            Ok(taken.is_some())
+            if self.align().await? {
+                return Ok(Stepped::Full);
+            }
+            let taken = step_together(
+                &self.store,
+                &self.runners,
+                PROJECTION_BATCH,
+                Checkpoint::END,
+                || Ok(()),
+            )
+            .await?;
+            let stepped =
+                Stepped::of_batch(taken.map_or(0, |taken| taken.events), PROJECTION_BATCH);
+            self.report(stepped == Stepped::Full).await?;
+            Ok(stepped)
         })
     }
 }
@@ -367,7 +448,8 @@ impl Work for ProcessManager {
     fn step(&self) -> Step<'_> {
         Box::pin(async move {
             let context = &self.0;
-            let (from, events) = effect_batch(&context.store, PROCESS_MANAGER, 100).await?;
+            let (from, events) =
+                effect_batch(&context.store, PROCESS_MANAGER, PROCESS_MANAGER_BATCH).await?;
             for stored in &events {
                 let logged = stored.decode()?;
                 for follow_up in logged.follow_ups()? {
@@ -393,7 +475,8 @@ impl Work for ProcessManager {
                     }
                 }
             }
-            commit_effects(&context.store, PROCESS_MANAGER, from, &events).await
+            commit_effects(&context.store, PROCESS_MANAGER, from, &events).await?;
+            Ok(Stepped::of_batch(events.len(), PROCESS_MANAGER_BATCH))
         })
     }
 }
@@ -410,7 +493,7 @@ impl Work for Shredder {
     fn step(&self) -> Step<'_> {
         Box::pin(async move {
             let context = &self.0;
-            let (from, events) = effect_batch(&context.store, SHREDDER, 500).await?;
+            let (from, events) = effect_batch(&context.store, SHREDDER, SHREDDER_BATCH).await?;
             for stored in events
                 .iter()
                 .filter(|event| event.event_type == "UserPurged")
@@ -426,7 +509,8 @@ impl Work for Shredder {
                     info!(%key_id, "purged user's key destroyed");
                 }
             }
-            commit_effects(&context.store, SHREDDER, from, &events).await
+            commit_effects(&context.store, SHREDDER, from, &events).await?;
+            Ok(Stepped::of_batch(events.len(), SHREDDER_BATCH))
         })
     }
 }
@@ -445,7 +529,14 @@ impl Work for PublisherWork {
     }
 
     fn step(&self) -> Step<'_> {
-        Box::pin(self.0.step())
+        Box::pin(async move {
+            // A step that published anything looks again at once (its batches are large).
+            Ok(if self.0.step().await? {
+                Stepped::Full
+            } else {
+                Stepped::Nothing
+            })
+        })
     }
 }
 
@@ -463,6 +554,10 @@ impl Work for Scheduler {
         Duration::from_millis(200)
     }
 
+    fn wakes_on_commits(&self) -> bool {
+        false
+    }
+
     fn step(&self) -> Step<'_> {
         Box::pin(async move {
             let context = &self.0;
@@ -472,7 +567,12 @@ impl Work for Scheduler {
                 }
             }
             let now = context.clock.now();
-            let due = due_timers(&context.store, &projections::instant_key(now), 50).await?;
+            let due = due_timers(
+                &context.store,
+                &projections::instant_key(now),
+                DUE_TIMERS_BATCH,
+            )
+            .await?;
             for (row_key, due_at, doc) in &due {
                 let timer: Timer = projections::rows::decode(row_key, doc)?;
                 let metadata =
@@ -496,7 +596,8 @@ impl Work for Scheduler {
                 info!(timer = %timer.key, %due_at, %outcome, "timer fired");
                 record_firing(&context.store, row_key, due_at, &outcome, now).await?;
             }
-            Ok(!due.is_empty())
+            // Timers fire by the clock; due ones left over are taken at once.
+            Ok(Stepped::of_batch(due.len(), DUE_TIMERS_BATCH))
         })
     }
 }

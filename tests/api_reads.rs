@@ -8,6 +8,8 @@ use support::{spawn_app, Backend, TestApp};
 
 const BUSINESS_PREMIUM: &str = "031c9e47-4802-4248-838e-778fb1d2cc05";
 
+/// Reads wait (`?min_position=`) for what the test wrote before: projections are eventually
+/// consistent.
 async fn call(
     app: &TestApp,
     method: Method,
@@ -15,15 +17,8 @@ async fn call(
     path: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let mut request = app
-        .request(method, path, token)
-        .header("reason", "ticket 4711");
-    if let Some(body) = body {
-        request = request.json(&body);
-    }
-    let response = request.send().await.unwrap();
-    let status = response.status();
-    (status, response.json().await.unwrap_or(Value::Null))
+    app.call_with_headers(method, token, path, body, &[("reason", "ticket 4711")])
+        .await
 }
 
 async fn reads(backend: Backend) {

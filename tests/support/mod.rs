@@ -126,6 +126,18 @@ impl TestApp {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> (reqwest::StatusCode, serde_json::Value) {
+        self.call_with_headers(method, token, path, body, &[]).await
+    }
+
+    /// [`TestApp::call`] with extra request headers.
+    pub async fn call_with_headers(
+        &self,
+        method: reqwest::Method,
+        token: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+        headers: &[(&str, &str)],
+    ) -> (reqwest::StatusCode, serde_json::Value) {
         use std::sync::atomic::Ordering;
         let seen = self.seen_position.load(Ordering::SeqCst);
         let path = if method == reqwest::Method::GET && !path.contains("min_position=") && seen > 0
@@ -136,6 +148,9 @@ impl TestApp {
             path.to_owned()
         };
         let mut request = self.request(method, &path, token);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         if let Some(body) = body {
             request = request.json(&body);
         }
