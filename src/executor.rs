@@ -90,7 +90,7 @@ struct Inner<A: Aggregate, R> {
     repository: R,
     store: Store,
     services: A::Services,
-    snapshot_every: Option<usize>,
+    snapshot_every: Option<fn(&A) -> usize>,
     slots: std::sync::Mutex<HashMap<String, Arc<Slot<A>>>>,
     commits: Arc<watch::Sender<u64>>,
 }
@@ -106,13 +106,13 @@ where
     A::Command: Clone + Send + Sync + 'static,
     R: PersistedEventRepository + 'static,
 {
-    /// An executor over `repository`; `snapshot_every` events a snapshot is written (for
-    /// aggregates whose history grows without bound).
+    /// An executor over `repository`; every `snapshot_every(state)` events a snapshot is
+    /// written (for aggregates whose history grows without bound).
     pub(crate) fn new(
         repository: R,
         store: Store,
         services: A::Services,
-        snapshot_every: Option<usize>,
+        snapshot_every: Option<fn(&A) -> usize>,
         commits: Arc<watch::Sender<u64>>,
     ) -> Self {
         Self {
@@ -390,6 +390,7 @@ where
         self.commits
             .send_modify(|commits| *commits = commits.wrapping_add(1));
         if let Some(every) = self.snapshot_every {
+            let every = every(&aggregate).max(1);
             if sequence / every > base / every {
                 self.snapshot_later(aggregate_id, sequence, aggregate.clone());
             }

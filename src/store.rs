@@ -291,15 +291,18 @@ impl Store {
         aggregate_id: &str,
     ) -> Result<Option<(i64, String)>, sqlx::Error> {
         crate::on_pool!(self, pool => {
-            sqlx::query_as(
+            let mut connection = pool.acquire().await?;
+            let found = sqlx::query_as(
                 "SELECT last_sequence, CAST(payload AS TEXT) FROM snapshots
                   WHERE aggregate_type = $1 AND aggregate_id = $2
                   ORDER BY last_sequence DESC LIMIT 1",
             )
             .bind(aggregate_type)
             .bind(aggregate_id)
-            .fetch_optional(pool)
-            .await
+            .fetch_optional(&mut *connection)
+            .await;
+            release_large_buffers(&mut *connection);
+            found
         })
     }
 
@@ -325,25 +328,38 @@ impl Store {
             }
         };
         crate::on_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
-            sqlx::query(insert)
+            let mut connection = pool.acquire().await?;
+            let written = async {
+                let mut tx = sqlx::Connection::begin(&mut *connection).await?;
+                sqlx::query(insert)
+                    .bind(aggregate_type)
+                    .bind(aggregate_id)
+                    .bind(sequence)
+                    .bind(payload)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "DELETE FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2 AND last_sequence < $3",
+                )
                 .bind(aggregate_type)
                 .bind(aggregate_id)
                 .bind(sequence)
-                .bind(payload)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(
-                "DELETE FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2 AND last_sequence < $3",
-            )
-            .bind(aggregate_type)
-            .bind(aggregate_id)
-            .bind(sequence)
-            .execute(&mut *tx)
-            .await?;
-            tx.commit().await
+                tx.commit().await
+            }
+            .await;
+            release_large_buffers(&mut *connection);
+            written
         })
     }
+}
+
+/// A connection's buffers grow to the largest message it has carried and keep that size: a
+/// large tenant's snapshot (29 MB for 100 000 users) would leave tens of megabytes behind in
+/// every pooled connection that ever carried one (seen in the benchmarks' memory scenario).
+fn release_large_buffers(connection: &mut impl sqlx::Connection) {
+    connection.shrink_buffers();
 }
 
 #[cfg(test)]

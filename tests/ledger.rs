@@ -216,13 +216,25 @@ async fn long_tenant_streams_are_loaded_from_snapshots_on_postgres() {
     let Store::Postgres(pool) = &fresh.store else {
         unreachable!()
     };
-    let (last_sequence,): (i64,) = sqlx::query_as(
-        "SELECT last_sequence FROM snapshots WHERE aggregate_type = 'tenant' AND aggregate_id = $1",
-    )
-    .bind(tenant_id.to_string())
-    .fetch_one(pool)
-    .await
-    .expect("a snapshot of the tenant exists");
+    // Snapshots are written in the background once the batch has answered.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let last_sequence: i64 = loop {
+        let found: Option<i64> = sqlx::query_scalar(
+            "SELECT last_sequence FROM snapshots WHERE aggregate_type = 'tenant' AND aggregate_id = $1",
+        )
+        .bind(tenant_id.to_string())
+        .fetch_optional(pool)
+        .await
+        .unwrap();
+        if let Some(found) = found {
+            break found;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no snapshot of the tenant was written"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     // A load reads the snapshot and at most the events since it, not the whole stream.
     assert_eq!(
         last_sequence,

@@ -42,8 +42,9 @@ use uuid::Uuid;
 
 use crate::progress::{Counter, Ticker};
 
-/// Tenant snapshots are written every this many events (`TENANT_SNAPSHOT_EVERY` in
-/// src/ledger.rs).
+/// The prepared store holds a tenant snapshot at every multiple of this many events (the
+/// newest kept). The service's own interval (`tenant_snapshot_interval` in src/ledger.rs) is
+/// larger for large tenants; a cold load works from any snapshot.
 pub const SNAPSHOT_EVERY: usize = 100;
 /// Users per ordinary tenant.
 const FILLER_USERS: usize = 8;
