@@ -129,14 +129,12 @@ impl Workers {
     /// Starts every piece of background work.
     pub fn start(context: Context) -> Self {
         let (shutdown, stopping) = watch::channel(false);
-        let runners = projections::all()
+        let mut work: Vec<Arc<dyn Work>> = projection_groups()
             .into_iter()
-            .map(|projection| ProjectionRunner::new(projection, Table::Live))
+            .map(|runners| {
+                Arc::new(ProjectionWork::new(runners, context.store.clone())) as Arc<dyn Work>
+            })
             .collect();
-        let mut work: Vec<Arc<dyn Work>> = vec![Arc::new(ProjectionWork::new(
-            runners,
-            context.store.clone(),
-        ))];
         work.push(Arc::new(ProcessManager(context.clone())));
         work.push(Arc::new(Shredder(context.clone())));
         work.push(Arc::new(Scheduler(context.clone())));
@@ -270,14 +268,20 @@ async fn run(
     }
 }
 
-/// The lease under which the live projections run.
-pub const PROJECTIONS: &str = "projections";
+/// The live projections in groups, each group one consumer: a group is taken in together (one
+/// read of the log and one transaction per batch for all of its projections).
+fn projection_groups() -> Vec<Vec<ProjectionRunner>> {
+    projections::all()
+        .into_iter()
+        .map(|projection| vec![ProjectionRunner::new(projection, Table::Live)])
+        .collect()
+}
 
-/// The live projections, taken in together: one read of the log and one transaction per batch
-/// for all of them, instead of one of each per projection (five consumers waking on every
-/// commit cost the database more than the commands did). Each keeps its own checkpoint; one
-/// that stands behind the others (new, or rebuilt) is first brought alone to where they are.
+/// A group of live projections taken in together. Each keeps its own checkpoint; one that
+/// stands behind the others (new, or rebuilt) is first brought alone to where they are.
 struct ProjectionWork {
+    /// The group's lease: its projections' consumer names.
+    name: String,
     runners: Vec<ProjectionRunner>,
     store: Store,
     lag: std::sync::Mutex<LagReport>,
@@ -294,7 +298,9 @@ const LAG_REPORT_EVERY: Duration = Duration::from_secs(10);
 
 impl ProjectionWork {
     fn new(runners: Vec<ProjectionRunner>, store: Store) -> Self {
+        let names: Vec<&str> = runners.iter().map(ProjectionRunner::consumer).collect();
         Self {
+            name: names.join("+"),
             runners,
             store,
             lag: std::sync::Mutex::new(LagReport {
@@ -360,7 +366,7 @@ impl ProjectionWork {
 
 impl Work for ProjectionWork {
     fn name(&self) -> &str {
-        PROJECTIONS
+        &self.name
     }
 
     fn step(&self) -> Step<'_> {
