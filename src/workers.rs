@@ -346,6 +346,9 @@ impl ProjectionWork {
     /// Brings the projections that stand behind the others one batch nearer; `false` when
     /// they all stand at the same checkpoint.
     async fn align(&self) -> Result<bool, ConsumerError> {
+        if self.runners.len() < 2 {
+            return Ok(false);
+        }
         let mut standing = Vec::with_capacity(self.runners.len());
         for runner in &self.runners {
             standing.push(self.store.checkpoint(runner.consumer()).await?);
