@@ -1078,11 +1078,7 @@ fn the_documented_patterns_agree_with_the_parsers() {
             &"0123456789abcdef".repeat(3),
             &"0123456789abcdeg".repeat(4),
         ],
-        |raw| {
-            PrincipalFingerprint::parse(raw)
-                .ok()
-                .map(|v| v.as_str().to_owned())
-        },
+        |raw| PrincipalFingerprint::parse(raw).ok().map(|v| v.to_hex()),
     );
 
     // Numbers: a quantity from 1 to 1 000 000; a price's amount as its decimal string.

@@ -55,26 +55,40 @@ impl fmt::Debug for SealedDetails {
 
 /// A keyed fingerprint (e.g. HMAC-SHA-256, hex) of a normalised user principal name: lets the
 /// tenant refuse duplicates without holding the name itself.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+/// Kept as its 32 bytes (a tenant's register holds one per user, twice); read and written as
+/// 64 lower-case hex digits, whose order is the bytes' order.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct PrincipalFingerprint(String);
+pub struct PrincipalFingerprint([u8; 32]);
 
 impl PrincipalFingerprint {
-    /// Parses 64 lower-case hex digits.
+    /// Parses 64 hex digits (either case).
     pub fn parse(raw: &str) -> Result<Self, ParseError> {
-        let lower = raw.trim().to_ascii_lowercase();
-        if lower.len() != 64 || !lower.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(ParseError::new(
-                "user_principal_name",
-                "fingerprint must be 64 hex digits",
-            ));
+        let invalid =
+            || ParseError::new("user_principal_name", "fingerprint must be 64 hex digits");
+        let digits = raw.trim().as_bytes();
+        if digits.len() != 64 {
+            return Err(invalid());
         }
-        Ok(Self(lower))
+        let mut bytes = [0u8; 32];
+        for (byte, pair) in bytes.iter_mut().zip(digits.chunks(2)) {
+            let nibble = |digit: u8| (digit as char).to_digit(16).ok_or_else(invalid);
+            *byte = (nibble(pair[0])? << 4 | nibble(pair[1])?) as u8;
+        }
+        Ok(Self(bytes))
     }
 
-    /// The fingerprint as hex text.
-    pub fn as_str(&self) -> &str {
-        &self.0
+    /// The fingerprint as 64 lower-case hex digits.
+    pub fn to_hex(&self) -> String {
+        self.0.iter().map(|byte| format!("{byte:02x}")).collect()
+    }
+}
+
+impl std::fmt::Debug for PrincipalFingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("PrincipalFingerprint")
+            .field(&self.to_hex())
+            .finish()
     }
 }
 
@@ -93,7 +107,7 @@ impl TryFrom<String> for PrincipalFingerprint {
 
 impl From<PrincipalFingerprint> for String {
     fn from(value: PrincipalFingerprint) -> Self {
-        value.0
+        value.to_hex()
     }
 }
 

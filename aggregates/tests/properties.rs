@@ -641,3 +641,34 @@ fn a_restore_cancels_the_purge() {
     );
     assert!(books.timers.is_empty());
 }
+
+proptest! {
+    /// A member's licence set behaves as the `BTreeSet` it replaced, and serialises to the
+    /// same JSON, so snapshots written before it still load.
+    #[test]
+    fn licence_set_is_a_set_with_the_btree_sets_json(
+        operations in proptest::collection::vec((any::<bool>(), 0usize..6), 0..40)
+    ) {
+        use aggregates::tenant::LicenceSet;
+        let products: Vec<ProvisioningId> = (0..6)
+            .map(|n| ProvisioningId::parse(&format!("PRODUCT_{n}")).unwrap())
+            .collect();
+        let mut set = LicenceSet::default();
+        let mut model = std::collections::BTreeSet::new();
+        for (insert, n) in operations {
+            let product = products[n].clone();
+            if insert {
+                prop_assert_eq!(set.insert(product.clone()), model.insert(product));
+            } else {
+                prop_assert_eq!(set.remove(&product), model.remove(&product));
+            }
+            for product in &products {
+                prop_assert_eq!(set.contains(product), model.contains(product));
+            }
+        }
+        prop_assert_eq!(set.iter().collect::<Vec<_>>(), model.iter().collect::<Vec<_>>());
+        let json = serde_json::to_string(&model).unwrap();
+        prop_assert_eq!(serde_json::to_string(&set).unwrap(), json.clone());
+        prop_assert_eq!(serde_json::from_str::<LicenceSet>(&json).unwrap(), set);
+    }
+}
