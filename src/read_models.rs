@@ -6,6 +6,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use projections::rows::Writes;
 use projections::{LoggedEvent, Projection, ProjectionError, Row, RowSet};
 use thiserror::Error;
 
@@ -98,6 +99,16 @@ impl ProjectionRunner {
     /// The projection's name.
     pub fn projection(&self) -> &'static str {
         self.projection.name()
+    }
+
+    /// The projection itself.
+    pub(crate) fn folds(&self) -> &dyn Projection {
+        self.projection.as_ref()
+    }
+
+    /// Where its rows live.
+    pub(crate) fn table(&self) -> Table {
+        self.table
     }
 
     /// Takes in up to `limit` events not after `until`; `None` when there was nothing to take
@@ -220,15 +231,7 @@ pub async fn step_together(
             let changes = rows.take_changes();
             let (upserts, deletes): (Vec<_>, Vec<_>) = changes.into_iter().partition(|(_, row)| row.is_some());
             for chunk in upserts.chunks(ROWS_PER_STATEMENT) {
-                let values: Vec<String> = (0..chunk.len())
-                    .map(|i| format!("($1, {})", placeholders(2 + i * 5, 5)))
-                    .collect();
-                let sql = format!(
-                    "INSERT INTO {table} (projection, row_key, kind, scope, sort_key, doc) VALUES {}
-                     ON CONFLICT (projection, row_key) DO UPDATE SET kind = excluded.kind,
-                         scope = excluded.scope, sort_key = excluded.sort_key, doc = excluded.doc",
-                    values.join(", ")
-                );
+                let sql = upsert_sql(table, chunk.len());
                 let mut query = sqlx::query(&sql).bind(name);
                 for (key, row) in chunk {
                     let row = row.as_ref().expect("partitioned upserts hold rows");
@@ -268,6 +271,299 @@ pub async fn step_together(
         checkpoint: to,
         events: logged.len(),
     }))
+}
+
+/// Rows of one statement of [`fetch_rows`] and [`write_rows`] on PostgreSQL, where keys and
+/// rows travel as arrays.
+const ROWS_PER_ARRAY: usize = 5_000;
+
+/// The rows of `projection` under `keys` in `table`, each key with its row or `None`.
+pub(crate) async fn fetch_rows(
+    store: &Store,
+    table: Table,
+    projection: &str,
+    keys: &[String],
+) -> Result<Vec<(String, Option<Row>)>, sqlx::Error> {
+    let table = table.name();
+    let mut fetched = Vec::with_capacity(keys.len());
+    let mut found: std::collections::HashMap<String, Row> = std::collections::HashMap::new();
+    type Found = (String, String, String, String, String);
+    match store {
+        Store::Postgres(pool) => {
+            for chunk in keys.chunks(ROWS_PER_ARRAY) {
+                let rows: Vec<Found> = sqlx::query_as(&format!(
+                    "SELECT row_key, kind, scope, sort_key, doc FROM {table}
+                      WHERE projection = $1 AND row_key = ANY($2)"
+                ))
+                .bind(projection)
+                .bind(chunk)
+                .fetch_all(pool)
+                .await?;
+                found.extend(rows.into_iter().map(|(key, kind, scope, sort_key, doc)| {
+                    (
+                        key,
+                        Row {
+                            kind,
+                            scope,
+                            sort_key,
+                            doc,
+                        },
+                    )
+                }));
+            }
+        }
+        Store::Sqlite(pool) => {
+            for chunk in keys.chunks(ROWS_PER_STATEMENT) {
+                let sql = format!(
+                    "SELECT row_key, kind, scope, sort_key, doc FROM {table}
+                      WHERE projection = $1 AND row_key IN ({})",
+                    placeholders(2, chunk.len())
+                );
+                let mut query = sqlx::query_as::<_, Found>(&sql).bind(projection);
+                for key in chunk {
+                    query = query.bind(key);
+                }
+                let rows = query.fetch_all(pool).await?;
+                found.extend(rows.into_iter().map(|(key, kind, scope, sort_key, doc)| {
+                    (
+                        key,
+                        Row {
+                            kind,
+                            scope,
+                            sort_key,
+                            doc,
+                        },
+                    )
+                }));
+            }
+        }
+    }
+    fetched.extend(keys.iter().map(|key| (key.clone(), found.remove(key))));
+    Ok(fetched)
+}
+
+/// What one batch writes for one consumer of a projection.
+#[derive(Debug)]
+pub(crate) struct ConsumerWrites {
+    /// The consumer whose checkpoint moves.
+    pub consumer: String,
+    /// Its projection's name (the rows' owner).
+    pub projection: &'static str,
+    /// The rows.
+    pub writes: Writes,
+}
+
+/// Writes the rows of several projections' batch into `table` and moves each consumer's
+/// checkpoint from `from` to `to`, in one transaction. On PostgreSQL new rows go in by
+/// `COPY`, the others as arrays, and the commit does not wait for the disk: a crash can lose
+/// the last batches, never part of one, and a replay starts again from the beginning anyway.
+pub(crate) async fn write_rows(
+    store: &Store,
+    table: Table,
+    writes: &[ConsumerWrites],
+    from: Checkpoint,
+    to: Checkpoint,
+) -> Result<(), ConsumerError> {
+    let table = table.name();
+    match store {
+        Store::Postgres(pool) => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("SET LOCAL synchronous_commit = off")
+                .execute(&mut *tx)
+                .await?;
+            if writes
+                .iter()
+                .any(|consumer| !consumer.writes.inserts.is_empty())
+            {
+                const SEND_AT: usize = 1 << 20;
+                let mut copy = tx
+                    .copy_in_raw(&format!(
+                        "COPY {table} (projection, row_key, kind, scope, sort_key, doc) FROM STDIN"
+                    ))
+                    .await?;
+                let mut buffer = Vec::with_capacity(SEND_AT + (SEND_AT >> 2));
+                for ConsumerWrites {
+                    projection, writes, ..
+                } in writes
+                {
+                    for (key, row) in &writes.inserts {
+                        for (n, field) in [
+                            projection,
+                            key.as_str(),
+                            &row.kind,
+                            &row.scope,
+                            &row.sort_key,
+                            &row.doc,
+                        ]
+                        .into_iter()
+                        .enumerate()
+                        {
+                            if n > 0 {
+                                buffer.push(b'\t');
+                            }
+                            copy_text(&mut buffer, field);
+                        }
+                        buffer.push(b'\n');
+                        if buffer.len() >= SEND_AT {
+                            copy.send(std::mem::take(&mut buffer)).await?;
+                            buffer.reserve(SEND_AT + (SEND_AT >> 2));
+                        }
+                    }
+                }
+                if !buffer.is_empty() {
+                    copy.send(buffer).await?;
+                }
+                copy.finish().await?;
+            }
+            let upserts: Vec<(&str, &str, &Row)> = writes
+                .iter()
+                .flat_map(|consumer| {
+                    let projection = consumer.projection;
+                    consumer
+                        .writes
+                        .upserts
+                        .iter()
+                        .map(move |(key, row)| (projection, key.as_str(), row))
+                })
+                .collect();
+            for chunk in upserts.chunks(ROWS_PER_ARRAY) {
+                fn column<'a>(
+                    chunk: &[(&'a str, &'a str, &'a Row)],
+                    field: impl Fn(&(&'a str, &'a str, &'a Row)) -> &'a str,
+                ) -> Vec<&'a str> {
+                    chunk.iter().map(field).collect()
+                }
+                sqlx::query(&format!(
+                    "INSERT INTO {table} (projection, row_key, kind, scope, sort_key, doc)
+                     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[])
+                     ON CONFLICT (projection, row_key) DO UPDATE SET kind = excluded.kind,
+                         scope = excluded.scope, sort_key = excluded.sort_key, doc = excluded.doc"
+                ))
+                .bind(column(chunk, |(projection, _, _)| projection))
+                .bind(column(chunk, |(_, key, _)| key))
+                .bind(column(chunk, |(_, _, row)| &row.kind))
+                .bind(column(chunk, |(_, _, row)| &row.scope))
+                .bind(column(chunk, |(_, _, row)| &row.sort_key))
+                .bind(column(chunk, |(_, _, row)| &row.doc))
+                .execute(&mut *tx)
+                .await?;
+            }
+            for ConsumerWrites {
+                projection, writes, ..
+            } in writes
+            {
+                for chunk in writes.deletes.chunks(ROWS_PER_ARRAY) {
+                    sqlx::query(&format!(
+                        "DELETE FROM {table} WHERE projection = $1 AND row_key = ANY($2)"
+                    ))
+                    .bind(*projection)
+                    .bind(chunk)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            for ConsumerWrites { consumer, .. } in writes {
+                let moved = sqlx::query(ADVANCE_CHECKPOINT)
+                    .bind(consumer)
+                    .bind(to.transaction_id)
+                    .bind(to.position)
+                    .bind(projections::instant_key(chrono::Utc::now()))
+                    .bind(from.transaction_id)
+                    .bind(from.position)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if moved != 1 {
+                    return Err(ConsumerError::Overtaken(consumer.clone()));
+                }
+            }
+            tx.commit().await?;
+        }
+        Store::Sqlite(pool) => {
+            let mut tx = pool.begin().await?;
+            for ConsumerWrites {
+                projection, writes, ..
+            } in writes
+            {
+                let rows: Vec<&(String, Row)> =
+                    writes.inserts.iter().chain(&writes.upserts).collect();
+                for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                    let sql = upsert_sql(table, chunk.len());
+                    let mut query = sqlx::query(&sql).bind(*projection);
+                    for (key, row) in chunk {
+                        query = query
+                            .bind(key)
+                            .bind(&row.kind)
+                            .bind(&row.scope)
+                            .bind(&row.sort_key)
+                            .bind(&row.doc);
+                    }
+                    query.execute(&mut *tx).await?;
+                }
+                for chunk in writes.deletes.chunks(ROWS_PER_STATEMENT) {
+                    let sql = format!(
+                        "DELETE FROM {table} WHERE projection = $1 AND row_key IN ({})",
+                        placeholders(2, chunk.len())
+                    );
+                    let mut query = sqlx::query(&sql).bind(*projection);
+                    for key in chunk {
+                        query = query.bind(key);
+                    }
+                    query.execute(&mut *tx).await?;
+                }
+            }
+            for ConsumerWrites { consumer, .. } in writes {
+                let moved = sqlx::query(ADVANCE_CHECKPOINT)
+                    .bind(consumer)
+                    .bind(to.transaction_id)
+                    .bind(to.position)
+                    .bind(projections::instant_key(chrono::Utc::now()))
+                    .bind(from.transaction_id)
+                    .bind(from.position)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if moved != 1 {
+                    return Err(ConsumerError::Overtaken(consumer.clone()));
+                }
+            }
+            tx.commit().await?;
+        }
+    }
+    Ok(())
+}
+
+/// One field of a `COPY … FROM STDIN` row in text format: backslash, tab, newline and
+/// carriage return escaped.
+fn copy_text(buffer: &mut Vec<u8>, field: &str) {
+    let bytes = field.as_bytes();
+    let mut start = 0;
+    for (at, byte) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match byte {
+            b'\\' => b"\\\\",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            _ => continue,
+        };
+        buffer.extend_from_slice(&bytes[start..at]);
+        buffer.extend_from_slice(escaped);
+        start = at + 1;
+    }
+    buffer.extend_from_slice(&bytes[start..]);
+}
+
+/// Inserts or replaces `count` rows of one projection (`$1`), five parameters a row.
+fn upsert_sql(table: &str, count: usize) -> String {
+    let values: Vec<String> = (0..count)
+        .map(|i| format!("($1, {})", placeholders(2 + i * 5, 5)))
+        .collect();
+    format!(
+        "INSERT INTO {table} (projection, row_key, kind, scope, sort_key, doc) VALUES {}
+         ON CONFLICT (projection, row_key) DO UPDATE SET kind = excluded.kind,
+             scope = excluded.scope, sort_key = excluded.sort_key, doc = excluded.doc",
+        values.join(", ")
+    )
 }
 
 /// `$first, $first+1, …` for `count` parameters.

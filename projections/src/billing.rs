@@ -26,7 +26,7 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{instant_key, DomainEvent, LoggedEvent, Projection, ProjectionError, RowSet};
+use crate::{instant_key, text, DomainEvent, LoggedEvent, Projection, ProjectionError, RowSet};
 
 /// The projection's name.
 pub const NAME: &str = "billing";
@@ -84,7 +84,7 @@ impl BillingState {
 }
 
 fn state_key(subscription_id: Uuid) -> String {
-    format!("{STATE}/{subscription_id}")
+    text::key(STATE, subscription_id, &[])
 }
 
 fn entry_key(subscription_id: Uuid, sequence: u64) -> String {
@@ -92,7 +92,7 @@ fn entry_key(subscription_id: Uuid, sequence: u64) -> String {
 }
 
 fn billed_key(billing_profile_id: Uuid, subscription_id: Uuid) -> String {
-    format!("{BILLED}/{billing_profile_id}/{subscription_id}")
+    text::key(BILLED, billing_profile_id, &[&subscription_id])
 }
 
 /// The billing projection.
@@ -105,8 +105,10 @@ impl Projection for Billing {
     }
 
     fn keys(&self, event: &LoggedEvent) -> Vec<String> {
-        match (&event.event, event.aggregate_uuid()) {
-            (DomainEvent::Subscription(_), Ok(id)) => vec![state_key(id)],
+        match &event.event {
+            DomainEvent::Subscription(_) => {
+                event.aggregate_uuid().map(state_key).into_iter().collect()
+            }
             _ => Vec::new(),
         }
     }
@@ -181,25 +183,25 @@ impl Projection for Billing {
             rows.store(
                 entry_key(subscription_id, sequence),
                 ENTRY,
-                subscription_id.to_string(),
+                text::uuid(subscription_id),
                 instant_key(state.current.at),
-                &state.current,
+                state.current.clone(),
             );
             let profile = state.current.billing_profile_id;
             rows.store(
                 billed_key(profile, subscription_id),
                 BILLED,
-                profile.to_string(),
+                text::uuid(profile),
                 String::new(),
-                &BilledSubscription { subscription_id },
+                BilledSubscription { subscription_id },
             );
         }
         rows.store(
             state_key(subscription_id),
             STATE,
-            subscription_id.to_string(),
+            text::uuid(subscription_id),
             String::new(),
-            &state,
+            state,
         );
         Ok(())
     }

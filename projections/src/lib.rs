@@ -82,6 +82,54 @@ pub fn fold<'a>(
     Ok(())
 }
 
+/// Ids and keys as text without the formatting machinery: a replay builds several per event.
+pub(crate) mod text {
+    use uuid::Uuid;
+
+    /// Appends `id` as `Uuid`'s `Display` writes it (hyphenated, lower case).
+    pub(crate) fn push_uuid(out: &mut String, id: Uuid) {
+        let mut buffer = [0_u8; uuid::fmt::Hyphenated::LENGTH];
+        out.push_str(id.hyphenated().encode_lower(&mut buffer));
+    }
+
+    /// `id.to_string()`.
+    pub(crate) fn uuid(id: Uuid) -> String {
+        let mut out = String::with_capacity(uuid::fmt::Hyphenated::LENGTH);
+        push_uuid(&mut out, id);
+        out
+    }
+
+    /// `format!("{prefix}/{id}")`, then `/{tail}` for each of `tail`.
+    pub(crate) fn key(prefix: &str, id: Uuid, tail: &[&dyn Part]) -> String {
+        let mut out = String::with_capacity(prefix.len() + 1 + 36 + tail.len() * 40);
+        out.push_str(prefix);
+        out.push('/');
+        push_uuid(&mut out, id);
+        for part in tail {
+            out.push('/');
+            part.push_to(&mut out);
+        }
+        out
+    }
+
+    /// What follows a key's first id.
+    pub(crate) trait Part {
+        fn push_to(&self, out: &mut String);
+    }
+
+    impl Part for Uuid {
+        fn push_to(&self, out: &mut String) {
+            push_uuid(out, *self);
+        }
+    }
+
+    impl Part for &str {
+        fn push_to(&self, out: &mut String) {
+            out.push_str(self);
+        }
+    }
+}
+
 /// Instants in documents and sort keys: RFC 3339 UTC with microseconds, so that text order is
 /// time order.
 pub fn instant_key(at: chrono::DateTime<chrono::Utc>) -> String {

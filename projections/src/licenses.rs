@@ -13,7 +13,7 @@ use aggregates::values::{OfferId, ProvisioningId};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{DomainEvent, LoggedEvent, Projection, ProjectionError, RowSet};
+use crate::{text, DomainEvent, LoggedEvent, Projection, ProjectionError, RowSet};
 
 /// The projection's name.
 pub const NAME: &str = "licenses";
@@ -80,15 +80,15 @@ struct HolderDoc {
 }
 
 fn seats_key(subscription_id: Uuid) -> String {
-    format!("{SEATS}/{subscription_id}")
+    text::key(SEATS, subscription_id, &[])
 }
 
 fn holder_key(tenant_id: Uuid, user_id: Uuid) -> String {
-    format!("{HOLDER}/{tenant_id}/{user_id}")
+    text::key(HOLDER, tenant_id, &[&user_id])
 }
 
 fn assigned_key(tenant_id: Uuid, sku: &ProvisioningId) -> String {
-    format!("{ASSIGNED}/{tenant_id}/{sku}")
+    text::key(ASSIGNED, tenant_id, &[&sku.as_str()])
 }
 
 /// The licence-availability projection.
@@ -101,9 +101,10 @@ impl Projection for Licenses {
     }
 
     fn keys(&self, event: &LoggedEvent) -> Vec<String> {
-        let (DomainEvent::Tenant(tenant_event), Ok(tenant_id)) =
-            (&event.event, event.aggregate_uuid())
-        else {
+        let DomainEvent::Tenant(tenant_event) = &event.event else {
+            return Vec::new();
+        };
+        let Ok(tenant_id) = event.aggregate_uuid() else {
             return Vec::new();
         };
         let mut keys = Vec::new();
@@ -227,9 +228,9 @@ impl Pool<'_> {
         self.rows.store(
             seats_key(seats.subscription_id),
             SEATS,
-            self.tenant_id.to_string(),
+            text::uuid(self.tenant_id),
             String::new(),
-            &seats,
+            seats,
         );
     }
 
@@ -248,7 +249,7 @@ impl Pool<'_> {
                 self.count(sku, 1)?;
             }
         }
-        self.put_holder(user_id, &holder);
+        self.put_holder(user_id, holder);
         Ok(())
     }
 
@@ -260,15 +261,15 @@ impl Pool<'_> {
                 self.count(sku, -1)?;
             }
         }
-        self.put_holder(user_id, &holder);
+        self.put_holder(user_id, holder);
         Ok(())
     }
 
-    fn put_holder(&mut self, user_id: Uuid, holder: &HolderDoc) {
+    fn put_holder(&mut self, user_id: Uuid, holder: HolderDoc) {
         self.rows.store(
             holder_key(self.tenant_id, user_id),
             HOLDER,
-            self.tenant_id.to_string(),
+            text::uuid(self.tenant_id),
             String::new(),
             holder,
         );
@@ -284,9 +285,9 @@ impl Pool<'_> {
         self.rows.store(
             key,
             ASSIGNED,
-            self.tenant_id.to_string(),
+            text::uuid(self.tenant_id),
             String::new(),
-            &AssignedDoc {
+            AssignedDoc {
                 sku: sku.clone(),
                 holders,
             },

@@ -6,7 +6,7 @@ use aggregates::subscription::{Subscription, SubscriptionState};
 use cqrs_es::Aggregate;
 use uuid::Uuid;
 
-use crate::{DomainEvent, LoggedEvent, Projection, ProjectionError, RowSet};
+use crate::{text, DomainEvent, LoggedEvent, Projection, ProjectionError, RowSet};
 
 /// The projection's name.
 pub const NAME: &str = "subscriptions";
@@ -15,7 +15,7 @@ pub const SUBSCRIPTION: &str = "subscription";
 
 /// The key of a subscription's row.
 pub fn subscription_key(subscription_id: Uuid) -> String {
-    format!("{SUBSCRIPTION}/{subscription_id}")
+    text::key(SUBSCRIPTION, subscription_id, &[])
 }
 
 /// The subscriptions projection.
@@ -28,8 +28,12 @@ impl Projection for Subscriptions {
     }
 
     fn keys(&self, event: &LoggedEvent) -> Vec<String> {
-        match (&event.event, event.aggregate_uuid()) {
-            (DomainEvent::Subscription(_), Ok(id)) => vec![subscription_key(id)],
+        match &event.event {
+            DomainEvent::Subscription(_) => event
+                .aggregate_uuid()
+                .map(subscription_key)
+                .into_iter()
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -44,11 +48,11 @@ impl Projection for Subscriptions {
             state: rows.load::<SubscriptionState>(&key)?,
         };
         subscription.apply(subscription_event.clone());
-        if let Some(state) = &subscription.state {
+        if let Some(state) = subscription.state {
             rows.store(
                 key,
                 SUBSCRIPTION,
-                state.tenant_id.to_string(),
+                text::uuid(state.tenant_id),
                 String::new(),
                 state,
             );

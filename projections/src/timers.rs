@@ -14,7 +14,11 @@ pub const TIMER: &str = "timer";
 
 /// The row key of the timer with `timer_key`.
 pub fn row_key(timer_key: &str) -> String {
-    format!("{TIMER}/{timer_key}")
+    let mut key = String::with_capacity(TIMER.len() + 1 + timer_key.len());
+    key.push_str(TIMER);
+    key.push('/');
+    key.push_str(timer_key);
+    key
 }
 
 /// The timers projection.
@@ -33,7 +37,7 @@ impl Projection for Timers {
     fn apply(&self, event: &LoggedEvent, rows: &mut RowSet) -> Result<(), ProjectionError> {
         for follow_up in event.follow_ups()? {
             match follow_up {
-                FollowUp::Schedule(timer) => save(rows, &timer),
+                FollowUp::Schedule(timer) => save(rows, timer),
                 FollowUp::Cancel { key } => rows.delete(&row_key(&key)),
                 FollowUp::Tenant { .. } | FollowUp::Subscription { .. } | FollowUp::User { .. } => {
                 }
@@ -43,7 +47,7 @@ impl Projection for Timers {
     }
 }
 
-fn save(rows: &mut RowSet, timer: &Timer) {
+fn save(rows: &mut RowSet, timer: Timer) {
     rows.store(
         row_key(&timer.key),
         TIMER,

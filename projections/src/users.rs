@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{DomainEvent, LoggedEvent, Projection, ProjectionError, RowSet};
+use crate::{text, DomainEvent, LoggedEvent, Projection, ProjectionError, RowSet};
 
 /// The projection's name.
 pub const NAME: &str = "users";
@@ -55,7 +55,7 @@ pub enum UserListStatus {
 
 /// The key of a user's row.
 pub fn user_key(user_id: Uuid) -> String {
-    format!("{USER}/{user_id}")
+    text::key(USER, user_id, &[])
 }
 
 /// The user-list projection.
@@ -105,11 +105,11 @@ impl Projection for Users {
     }
 }
 
-fn save(rows: &mut RowSet, row: &UserRow) {
+fn save(rows: &mut RowSet, row: UserRow) {
     rows.store(
         user_key(row.user_id),
         USER,
-        row.tenant_id.to_string(),
+        text::uuid(row.tenant_id),
         String::new(),
         row,
     );
@@ -123,7 +123,7 @@ fn update(
 ) -> Result<(), ProjectionError> {
     if let Some(mut row) = rows.load::<UserRow>(&user_key(user_id))? {
         change(&mut row);
-        save(rows, &row);
+        save(rows, row);
     }
     Ok(())
 }
@@ -153,7 +153,7 @@ fn apply_user_event(
                 deleted_at: None,
                 restorable_until: None,
             };
-            save(rows, &row);
+            save(rows, row);
             Ok(())
         }
         UserEvent::UserEdited { details, role, .. } => update(rows, user_id, |row| {
@@ -201,10 +201,10 @@ fn apply_tenant_event(
             at,
             ..
         } => {
-            if rows.load::<UserRow>(&user_key(*user_id))?.is_none() {
+            if !rows.contains(&user_key(*user_id))? {
                 save(
                     rows,
-                    &UserRow {
+                    UserRow {
                         user_id: *user_id,
                         tenant_id,
                         status: UserListStatus::Active,
