@@ -24,12 +24,15 @@ use crate::read_models::{
 };
 use crate::store::Store;
 
-/// Events per replay transaction: larger than live batches, as nobody waits on them.
+/// Events per read of the log.
 const REPLAY_BATCH: i64 = 5_000;
+/// Events per replay transaction: larger than live batches, as nobody waits on them, and
+/// the rows a transaction changes are written once however many of its events change them.
+const REPLAY_TRANSACTION: usize = 20_000;
 /// Memory for the rows the replay keeps between batches, all projections together (roughly:
 /// key, row and bookkeeping). Rows used least recently are dropped first, and read again
 /// from the table when an event needs them.
-const CACHE_BYTES: usize = 48 << 20;
+const CACHE_BYTES: usize = 32 << 20;
 /// Batches read and decoded ahead of the one being folded.
 const READ_AHEAD: usize = 2;
 /// How often verification chases a live projection that keeps moving before giving up.
@@ -39,8 +42,10 @@ const VERIFY_ATTEMPTS: usize = 20;
 /// both to make every mechanism work hard on a small log.
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
-    /// Events per batch, and per transaction.
+    /// Events per read of the log.
     pub batch: i64,
+    /// Events per transaction (whole batches: at least one).
+    pub transaction: usize,
     /// Roughly the memory for rows kept between batches (0: none is kept beyond the batches
     /// not yet committed).
     pub cache_bytes: usize,
@@ -50,6 +55,7 @@ impl Default for Settings {
     fn default() -> Self {
         Self {
             batch: REPLAY_BATCH,
+            transaction: REPLAY_TRANSACTION,
             cache_bytes: CACHE_BYTES,
         }
     }
@@ -197,20 +203,37 @@ async fn catch_up(
 
 /// One batch of the log, read and decoded.
 struct Batch {
-    /// The checkpoint before it.
-    from: Checkpoint,
     /// The checkpoint after it.
     to: Checkpoint,
     events: Vec<LoggedEvent>,
 }
 
-/// One batch's writes for every projection, for the writer.
+/// What the reader hands the folding stage.
+enum Read {
+    /// The next batch.
+    Batch(Batch),
+    /// Nothing more for now: what was folded must be committed before the reader looks again.
+    Idle,
+}
+
+/// One transaction's writes for every projection, for the writer.
 struct Job {
-    /// The batch's number (from 1), which is also the round of the row sets' writes.
-    number: u64,
+    /// The rows sets' round of these writes.
+    round: u64,
+    /// How many batches are taken in once it is committed.
+    batches: u64,
     from: Checkpoint,
     to: Checkpoint,
     writes: Vec<ConsumerWrites>,
+}
+
+/// What the writer has committed.
+#[derive(Debug, Clone, Copy, Default)]
+struct Committed {
+    /// The row sets' round of the last writes committed.
+    round: u64,
+    /// How many batches are taken in.
+    batches: u64,
 }
 
 /// What the folding stage did, for the log.
@@ -231,6 +254,100 @@ impl<T> Drop for Task<T> {
     }
 }
 
+/// The folding stage of [`rebuild_together`]: every runner's rows, and the batches folded
+/// since the last transaction.
+struct Folding<'a> {
+    store: &'a Store,
+    runners: &'a [ProjectionRunner],
+    table: Table,
+    sets: Vec<RowSet>,
+    written: Written,
+    counts: Counts,
+    rows_read: Vec<usize>,
+    /// Batches folded so far.
+    batches: u64,
+    /// Where the last transaction handed to the writer ends.
+    flushed: Checkpoint,
+    /// Where the batches folded since end, and how many events they hold.
+    folded: Checkpoint,
+    pending: usize,
+}
+
+impl Folding<'_> {
+    /// Folds `batch` into every projection, after fetching the rows it needs that are not in
+    /// memory and may be in the table.
+    async fn fold(&mut self, batch: &Batch) -> Result<(), ConsumerError> {
+        for (((runner, rows), read), written) in self
+            .runners
+            .iter()
+            .zip(&mut self.sets)
+            .zip(&mut self.rows_read)
+            .zip(std::iter::repeat(&self.written))
+        {
+            let projection = runner.folds();
+            let name = projection.name();
+            let missing = rows.want(batch.events.iter().flat_map(|event| projection.keys(event)));
+            let (fetch, absent): (Vec<String>, Vec<String>) = missing
+                .into_iter()
+                .partition(|key| written.may_hold(name, key));
+            for key in absent {
+                rows.add_fetched(key, None);
+            }
+            self.counts.fetched += fetch.len();
+            *read += fetch.len();
+            if !fetch.is_empty() {
+                for (key, row) in fetch_rows(self.store, self.table, name, &fetch).await? {
+                    rows.add_fetched(key, row);
+                }
+            }
+            for event in &batch.events {
+                projection.apply(event, rows)?;
+            }
+        }
+        self.batches += 1;
+        self.folded = batch.to;
+        self.pending += batch.events.len();
+        Ok(())
+    }
+
+    /// The writes of the batches folded since the last transaction, as the next one; `None`
+    /// when there are none.
+    fn take(&mut self) -> Option<Job> {
+        if self.pending == 0 {
+            return None;
+        }
+        let mut writes = Vec::with_capacity(self.runners.len());
+        let mut round = 0;
+        for (runner, rows) in self.runners.iter().zip(&mut self.sets) {
+            let name = runner.projection();
+            let written = &self.written;
+            let (taken_round, taken) = rows.take_writes(|key| written.may_hold(name, key));
+            round = taken_round;
+            self.counts.inserted += taken.inserts.len();
+            self.counts.upserted += taken.upserts.len();
+            self.counts.deleted += taken.deletes.len();
+            for (key, _) in taken.inserts.iter().chain(&taken.upserts) {
+                self.written.insert(name, key);
+            }
+            writes.push(ConsumerWrites {
+                consumer: runner.consumer().to_owned(),
+                projection: name,
+                writes: taken,
+            });
+        }
+        let job = Job {
+            round,
+            batches: self.batches,
+            from: self.flushed,
+            to: self.folded,
+            writes,
+        };
+        self.flushed = self.folded;
+        self.pending = 0;
+        Some(job)
+    }
+}
+
 /// Rebuilds every runner (all at the same checkpoint) up to `until` in one pass: the reader
 /// task reads and decodes ahead, this task folds, the writer task commits. Returns the events
 /// taken in and, per runner, the rows read back from the table.
@@ -247,15 +364,16 @@ async fn rebuild_together(
     };
     let table = first.table();
     let from = store.checkpoint(first.consumer()).await?;
-    let (committed_tx, committed) = watch::channel(0_u64);
-    let (batches_tx, mut batches) = mpsc::channel(READ_AHEAD);
+    let (committed_tx, committed) = watch::channel(Committed::default());
+    let mut waiting = committed.clone();
+    let (reads_tx, mut reads) = mpsc::channel(READ_AHEAD);
     let (jobs, jobs_rx) = mpsc::channel(1);
     let reader = Task(tokio::spawn(read_ahead(
         store.clone(),
         from,
         until,
         settings.batch.max(1),
-        batches_tx,
+        reads_tx,
         committed.clone(),
     )));
     let mut writer = Task(tokio::spawn(write_behind(
@@ -264,9 +382,20 @@ async fn rebuild_together(
         jobs_rx,
         committed_tx,
     )));
-    let mut sets: Vec<RowSet> = runners.iter().map(|_| RowSet::default()).collect();
-    let mut written = Written::new();
-    // Batches handed to the writer, not yet reported: (number, position, events).
+    let mut folding = Folding {
+        store,
+        runners,
+        table,
+        sets: runners.iter().map(|_| RowSet::default()).collect(),
+        written: Written::new(),
+        counts: Counts::default(),
+        rows_read: vec![0; runners.len()],
+        batches: 0,
+        flushed: from,
+        folded: from,
+        pending: 0,
+    };
+    // Batches folded, not yet reported committed: (number, position, events).
     let mut unreported: VecDeque<(u64, i64, usize)> = VecDeque::new();
     let mut events = 0_u64;
     let mut report = |upto: u64, unreported: &mut VecDeque<(u64, i64, usize)>| {
@@ -284,60 +413,34 @@ async fn rebuild_together(
             });
         }
     };
-    let mut counts = Counts::default();
-    let mut rows_read = vec![0; runners.len()];
-    while let Some(batch) = batches.recv().await {
-        let batch = batch?;
-        let mut writes = Vec::with_capacity(runners.len());
-        let mut number = 0;
-        for ((runner, rows), read) in runners.iter().zip(&mut sets).zip(&mut rows_read) {
-            let projection = runner.folds();
-            let name = projection.name();
-            let missing = rows.want(batch.events.iter().flat_map(|event| projection.keys(event)));
-            let (fetch, absent): (Vec<String>, Vec<String>) = missing
-                .into_iter()
-                .partition(|key| written.may_hold(name, key));
-            for key in absent {
-                rows.add_fetched(key, None);
-            }
-            counts.fetched += fetch.len();
-            *read += fetch.len();
-            if !fetch.is_empty() {
-                for (key, row) in fetch_rows(store, table, name, &fetch).await? {
-                    rows.add_fetched(key, row);
+    loop {
+        let read = reads.recv().await.transpose()?;
+        if let Some(Read::Batch(batch)) = &read {
+            folding.fold(batch).await?;
+            unreported.push_back((folding.batches, batch.to.position, batch.events.len()));
+        }
+        let full = folding.pending >= settings.transaction;
+        if full || !matches!(read, Some(Read::Batch(_))) {
+            if let Some(job) = folding.take() {
+                // One transaction written while the next is folded: this one waits for the
+                // previous one, so that no more than two are held in memory.
+                let previous = job.round.saturating_sub(1);
+                let handed = match waiting.wait_for(|done| done.round >= previous).await {
+                    Ok(_) => jobs.send(job).await.is_ok(),
+                    Err(_) => false,
+                };
+                if !handed {
+                    // The writer stopped: its error says why.
+                    break;
                 }
             }
-            for event in &batch.events {
-                projection.apply(event, rows)?;
-            }
-            let (round, taken) = rows.take_writes(|key| written.may_hold(name, key));
-            number = round;
-            counts.inserted += taken.inserts.len();
-            counts.upserted += taken.upserts.len();
-            counts.deleted += taken.deletes.len();
-            for (key, _) in taken.inserts.iter().chain(&taken.upserts) {
-                written.insert(name, key);
-            }
-            writes.push(ConsumerWrites {
-                consumer: runner.consumer().to_owned(),
-                projection: name,
-                writes: taken,
-            });
-        }
-        unreported.push_back((number, batch.to.position, batch.events.len()));
-        let job = Job {
-            number,
-            from: batch.from,
-            to: batch.to,
-            writes,
-        };
-        if jobs.send(job).await.is_err() {
-            // The writer stopped: its error says why.
-            break;
         }
         let done = *committed.borrow();
-        evict(&mut sets, settings.cache_bytes, done);
-        report(done, &mut unreported);
+        evict(&mut folding.sets, settings.cache_bytes, done.round);
+        report(done.batches, &mut unreported);
+        if read.is_none() {
+            break;
+        }
     }
     drop(jobs);
     match (&mut writer.0).await {
@@ -349,6 +452,12 @@ async fn rebuild_together(
         }
     }
     drop(reader);
+    let Folding {
+        sets,
+        counts,
+        rows_read,
+        ..
+    } = folding;
     tracing::debug!(
         rows_read = counts.fetched,
         rows_inserted = counts.inserted,
@@ -364,32 +473,42 @@ async fn rebuild_together(
 
 /// Reads and decodes batches from `from` to `until` ahead of the folding. The log reader only
 /// returns events below the oldest transaction still running, and the replay's own writes are
-/// one: the end of the log is only believed when no write of the replay was open.
+/// one: the end of the log is only believed when no write of the replay was open, so on
+/// finding nothing the reader first has what was folded committed, then looks again.
 async fn read_ahead(
     store: Store,
     mut from: Checkpoint,
     until: Checkpoint,
     limit: i64,
-    batches: mpsc::Sender<Result<Batch, ConsumerError>>,
-    mut committed: watch::Receiver<u64>,
+    reads: mpsc::Sender<Result<Read, ConsumerError>>,
+    mut committed: watch::Receiver<Committed>,
 ) {
     let mut sent = 0_u64;
     loop {
-        let settled = *committed.borrow() >= sent;
-        let read = store.read_log_decoded(from, until, limit).await;
-        match read {
+        let settled = committed.borrow().batches >= sent;
+        match store.read_log_decoded(from, until, limit).await {
             Err(error) => {
-                let _ = batches.send(Err(error)).await;
+                let _ = reads.send(Err(error)).await;
                 return;
             }
             Ok((_, None)) => {
-                if settled || committed.wait_for(|done| *done >= sent).await.is_err() {
+                if settled
+                    || reads.send(Ok(Read::Idle)).await.is_err()
+                    || committed
+                        .wait_for(|done| done.batches >= sent)
+                        .await
+                        .is_err()
+                {
                     return;
                 }
             }
             Ok((events, Some(to))) => {
                 sent += 1;
-                if batches.send(Ok(Batch { from, to, events })).await.is_err() {
+                if reads
+                    .send(Ok(Read::Batch(Batch { to, events })))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 from = to;
@@ -398,13 +517,12 @@ async fn read_ahead(
     }
 }
 
-/// Commits the jobs in order, each in one transaction, and publishes the number of the last
-/// one committed.
+/// Commits the jobs in order, each in one transaction, and publishes what is committed.
 async fn write_behind(
     store: Store,
     table: Table,
     mut jobs: mpsc::Receiver<Job>,
-    committed: watch::Sender<u64>,
+    committed: watch::Sender<Committed>,
 ) -> Result<(), ConsumerError> {
     // The table grows from empty, and with statistics of a much smaller table PostgreSQL may
     // read a whole projection to find a batch's rows instead of using the key (112 ms a batch
@@ -423,7 +541,10 @@ async fn write_behind(
             store.analyze(table.name()).await?;
             analysed_at = inserted;
         }
-        committed.send_replace(job.number);
+        committed.send_replace(Committed {
+            round: job.round,
+            batches: job.batches,
+        });
     }
     Ok(())
 }

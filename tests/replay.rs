@@ -305,36 +305,24 @@ async fn replay_verifies_a_realistic_workload_on_sqlite() {
 
 /// The replay keeps rows in memory between batches, drops the least recently used ones when
 /// over its budget and reads them back from the table when an event needs them again. With
-/// one or three events per batch and no budget, every row that several events change is
-/// written, dropped and read back across batches (the same row changed in many batches); with
-/// an unbounded budget, none is ever read back. Each way the rebuilt rows equal the live ones.
+/// no budget, every row that several events change is written, dropped and read back across
+/// transactions (the same row changed in many transactions): one event per batch and per
+/// transaction, then three per batch and seven per transaction; with an unbounded budget,
+/// none is ever read back. Each way the rebuilt rows equal the live ones.
 async fn replay_with_small_batches_and_budgets(backend: Backend) {
     use seatledger::replay::Settings;
     let app = spawn_app(backend).await;
     realistic_workload(&app).await;
     caught_up(&app).await;
+    let settings = |batch, transaction, cache_bytes| Settings {
+        batch,
+        transaction,
+        cache_bytes,
+    };
     for (settings, reads_back) in [
-        (
-            Settings {
-                batch: 1,
-                cache_bytes: 0,
-            },
-            true,
-        ),
-        (
-            Settings {
-                batch: 3,
-                cache_bytes: 0,
-            },
-            true,
-        ),
-        (
-            Settings {
-                batch: 7,
-                cache_bytes: usize::MAX,
-            },
-            false,
-        ),
+        (settings(1, 1, 0), true),
+        (settings(3, 7, 0), true),
+        (settings(7, 7, usize::MAX), false),
     ] {
         let report = seatledger::replay::run_with(&app.state.store, true, settings, |_| {})
             .await

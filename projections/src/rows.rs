@@ -35,11 +35,14 @@ impl Row {
     }
 }
 
-/// Bytes a held key costs besides its strings' contents (its map entry, the strings' headers),
-/// roughly: what [`RowSet::bytes`] adds per key.
-const SLOT_OVERHEAD: usize = 160;
-/// What a document not serialised yet is counted as until it is.
-const UNSERIALISED_DOC: usize = 256;
+/// Bytes a held key costs besides its strings' contents (its map entry with the map's slack,
+/// the strings' headers), roughly: what [`RowSet::bytes`] adds per key.
+const SLOT_OVERHEAD: usize = 256;
+/// What a decoded document takes beyond its JSON's length, roughly (a `BTreeSet`'s first node
+/// alone takes some 290 bytes).
+const DECODED_OVERHEAD: usize = 320;
+/// What a decoded document is counted as until its row is written and its JSON's length known.
+const UNSERIALISED_DOC: usize = 1_024;
 
 /// A document as a projection stored it: kept decoded, serialised only when its row is
 /// written (once per batch however often the batch changed it) and never parsed back while
@@ -389,7 +392,11 @@ impl RowSet {
                 (Some(held), stored) => {
                     let row = held.row();
                     // Now the document's size is known.
-                    let size = SLOT_OVERHEAD + key.len() + row.size();
+                    let decoded = match held.doc {
+                        HeldDoc::Text(_) => 0,
+                        HeldDoc::Value(_) => DECODED_OVERHEAD,
+                    };
+                    let size = SLOT_OVERHEAD + key.len() + row.size() + decoded;
                     self.bytes = self.bytes - slot.size + size;
                     slot.size = size;
                     if stored == Stored::No {
