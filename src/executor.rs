@@ -308,6 +308,8 @@ where
         // Taken out while the batch runs: if anything fails before the commit, the next batch
         // loads afresh instead of trusting a state that holds uncommitted events (an append
         // whose outcome is unknown included).
+        // Whether the state was read from the store for this attempt (checked, or loaded now).
+        let checked = check_first || state.is_none();
         let before = match state.take() {
             Some(known) if !check_first => known,
             known => self.fresh(aggregate_id, known).await?,
@@ -352,7 +354,7 @@ where
             decided.push(Ok((envelopes, appended.len())));
         }
         if appended.is_empty() {
-            let settled = if check_first {
+            let settled = if checked {
                 before
             } else {
                 // Nothing was appended, so nothing proved the state current: a refusal or a
