@@ -355,6 +355,59 @@ async fn replay_reads_back_dropped_rows_on_sqlite() {
     replay_with_small_batches_and_budgets(Backend::Sqlite).await;
 }
 
+/// The indexes of the replay table on PostgreSQL, from `USING` on.
+async fn replay_indexes(store: &Store) -> Vec<String> {
+    let Store::Postgres(pool) = store else {
+        panic!("PostgreSQL expected");
+    };
+    sqlx::query_scalar(
+        "SELECT regexp_replace(indexdef, '^.* USING ', '') FROM pg_indexes
+          WHERE tablename = 'read_models_replay' ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("list the replay table's indexes")
+}
+
+/// A replay drops the replay table's secondary indexes while it fills the table and builds
+/// them again at the end; one that died in between leaves them to the next replay, which
+/// builds them from the live table's twins.
+#[tokio::test]
+async fn replay_builds_the_replay_tables_indexes_again_on_postgres() {
+    let app = spawn_app(Backend::Postgres).await;
+    realistic_workload(&app).await;
+    caught_up(&app).await;
+    let store = &app.state.store;
+    let before = replay_indexes(store).await;
+    assert_eq!(before.len(), 3, "{before:?}");
+    seatledger::replay::run(store, true, |_| {})
+        .await
+        .expect("replay --verify runs");
+    assert_eq!(replay_indexes(store).await, before);
+
+    let Store::Postgres(pool) = store else {
+        unreachable!()
+    };
+    let dropped: String = sqlx::query_scalar(
+        "SELECT indexname::text FROM pg_indexes
+          WHERE tablename = 'read_models_replay' AND indexname <> 'read_models_replay_pkey'
+          LIMIT 1",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    execute(store, &format!("DROP INDEX {dropped}"), &[]).await;
+    assert_eq!(replay_indexes(store).await.len(), 2);
+    let report = seatledger::replay::run(store, true, |_| {})
+        .await
+        .expect("replay --verify runs");
+    assert!(report
+        .iter()
+        .all(|rebuilt| rebuilt.differences.as_deref() == Some(&[][..])));
+    assert_eq!(replay_indexes(store).await, before);
+    app.stop().await;
+}
+
 async fn execute(store: &Store, sql: &str, binds: &[&str]) -> u64 {
     seatledger::on_pool!(store, pool => {
         let mut query = sqlx::query(sql);

@@ -243,26 +243,50 @@ impl Pool<'_> {
 
     /// Adds `skus` to what the user holds, counting only the ones not held yet.
     fn hold(&mut self, user_id: Uuid, skus: &[ProvisioningId]) -> Result<(), ProjectionError> {
-        let mut holder = self.holder(user_id)?;
-        for sku in skus {
-            if holder.skus.insert(sku.clone()) {
-                self.count(sku, 1)?;
-            }
+        let counted = self.change_holder(user_id, |holder| {
+            skus.iter()
+                .filter(|sku| holder.skus.insert((*sku).clone()))
+                .collect()
+        })?;
+        for sku in counted {
+            self.count(sku, 1)?;
         }
-        self.put_holder(user_id, holder);
         Ok(())
     }
 
     /// Removes `skus` from what the user holds, counting only the ones held.
     fn release(&mut self, user_id: Uuid, skus: &[ProvisioningId]) -> Result<(), ProjectionError> {
-        let mut holder = self.holder(user_id)?;
-        for sku in skus {
-            if holder.skus.remove(sku) {
-                self.count(sku, -1)?;
-            }
+        let counted = self.change_holder(user_id, |holder| {
+            skus.iter().filter(|sku| holder.skus.remove(*sku)).collect()
+        })?;
+        for sku in counted {
+            self.count(sku, -1)?;
         }
-        self.put_holder(user_id, holder);
         Ok(())
+    }
+
+    /// Changes what the user holds (nothing when there is no row yet) and stores it.
+    fn change_holder<'s>(
+        &mut self,
+        user_id: Uuid,
+        change: impl FnOnce(&mut HolderDoc) -> Vec<&'s ProvisioningId>,
+    ) -> Result<Vec<&'s ProvisioningId>, ProjectionError> {
+        let key = holder_key(self.tenant_id, user_id);
+        let mut changed = Vec::new();
+        let mut change = Some(change);
+        let updated = self.rows.update(&key, |holder: &mut HolderDoc| {
+            if let Some(change) = change.take() {
+                changed = change(holder);
+            }
+        })?;
+        if !updated {
+            let mut holder = HolderDoc::default();
+            if let Some(change) = change.take() {
+                changed = change(&mut holder);
+            }
+            self.put_holder(user_id, holder);
+        }
+        Ok(changed)
     }
 
     fn put_holder(&mut self, user_id: Uuid, holder: HolderDoc) {
@@ -276,12 +300,16 @@ impl Pool<'_> {
     }
 
     fn count(&mut self, sku: &ProvisioningId, change: i64) -> Result<(), ProjectionError> {
+        let counted =
+            |holders: u32| u32::try_from((i64::from(holders) + change).max(0)).unwrap_or(u32::MAX);
         let key = assigned_key(self.tenant_id, sku);
-        let holders = self
-            .rows
-            .load::<AssignedDoc>(&key)?
-            .map_or(0, |doc| i64::from(doc.holders));
-        let holders = u32::try_from((holders + change).max(0)).unwrap_or(u32::MAX);
+        // The row names its product: changed in place, it stays what storing it anew writes.
+        if self.rows.update(&key, |doc: &mut AssignedDoc| {
+            doc.holders = counted(doc.holders);
+        })? {
+            return Ok(());
+        }
+        let holders = counted(0);
         self.rows.store(
             key,
             ASSIGNED,

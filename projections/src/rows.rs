@@ -50,6 +50,7 @@ const UNSERIALISED_DOC: usize = 1_024;
 trait Doc: Any + Send + Sync + std::fmt::Debug {
     fn json(&self) -> String;
     fn as_any(&self) -> &dyn Any;
+    fn as_any_mut(&mut self) -> &mut dyn Any;
 }
 
 impl<T: Serialize + Send + Sync + std::fmt::Debug + 'static> Doc for T {
@@ -59,6 +60,26 @@ impl<T: Serialize + Send + Sync + std::fmt::Debug + 'static> Doc for T {
 
     fn as_any(&self) -> &dyn Any {
         self
+    }
+
+    fn as_any_mut(&mut self) -> &mut dyn Any {
+        self
+    }
+}
+
+/// Debug builds check that a document stored decoded reads back from its JSON as itself:
+/// otherwise what a projection computes would depend on where batches begin.
+fn check_reads_back<T>(key: &str, doc: &T)
+where
+    T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    if cfg!(debug_assertions) {
+        let json = serde_json::to_string(doc).expect("read-model documents serialise");
+        let back: T = serde_json::from_str(&json).expect("read-model documents read back");
+        assert!(
+            &back == doc,
+            "the document under '{key}' does not read back as itself from its JSON: {json}"
+        );
     }
 }
 
@@ -490,15 +511,7 @@ impl RowSet {
             + std::fmt::Debug
             + 'static,
     {
-        #[cfg(debug_assertions)]
-        {
-            let json = serde_json::to_string(&doc).expect("read-model documents serialise");
-            let back: T = serde_json::from_str(&json).expect("read-model documents read back");
-            assert!(
-                back == doc,
-                "the document under '{key}' does not read back as itself from its JSON: {json}"
-            );
-        }
+        check_reads_back(&key, &doc);
         self.set(
             key,
             Some(Held {
@@ -508,6 +521,60 @@ impl RowSet {
                 doc: HeldDoc::Value(Box::new(doc)),
             }),
         );
+    }
+
+    /// Changes the document under `key` in place: what [`Self::load`], the change and
+    /// [`Self::store`] under the same kind, scope and sort key do, without copying the
+    /// document. `false` when there is no row under `key`.
+    pub fn update<T>(
+        &mut self,
+        key: &str,
+        change: impl FnOnce(&mut T),
+    ) -> Result<bool, ProjectionError>
+    where
+        T: Serialize
+            + DeserializeOwned
+            + Clone
+            + PartialEq
+            + Send
+            + Sync
+            + std::fmt::Debug
+            + 'static,
+    {
+        let slot = match self.rows.get_mut(key) {
+            Some(slot) => slot,
+            None if self.complete => return Ok(false),
+            None => return Err(ProjectionError::NotPrefetched(key.to_owned())),
+        };
+        let Some(held) = &mut slot.row else {
+            return Ok(false);
+        };
+        let value = match &mut held.doc {
+            HeldDoc::Value(doc) => doc.as_any_mut().downcast_mut::<T>(),
+            HeldDoc::Text(_) => None,
+        };
+        match value {
+            Some(value) => {
+                change(value);
+                check_reads_back(key, value);
+            }
+            None => {
+                // Read from the store (or stored as another type): decoded once.
+                let mut value: T = held.decode(key)?;
+                change(&mut value);
+                check_reads_back(key, &value);
+                held.doc = HeldDoc::Value(Box::new(value));
+                let size = SLOT_OVERHEAD + key.len() + held.size();
+                self.bytes = self.bytes - slot.size + size;
+                slot.size = size;
+            }
+        }
+        slot.used = self.round;
+        if !slot.dirty {
+            slot.dirty = true;
+            self.dirty.push(key.to_owned());
+        }
+        Ok(true)
     }
 
     /// What changed since the set was made (or last drained): each key with its new row, or
@@ -638,6 +705,32 @@ mod tests {
         );
         assert!(
             matches!(rows.load::<u8>("b"), Err(ProjectionError::NotPrefetched(key)) if key == "b")
+        );
+    }
+
+    #[test]
+    fn update_changes_a_document_in_place_whether_read_or_stored() {
+        let mut rows = RowSet::prefetched([
+            ("read".to_owned(), Some(row("[1]"))),
+            ("absent".to_owned(), None),
+        ]);
+        rows.store("stored".into(), "k", "s".into(), String::new(), vec![2_u8]);
+        assert!(rows
+            .update("read", |doc: &mut Vec<u8>| doc.push(10))
+            .unwrap());
+        assert!(rows
+            .update("stored", |doc: &mut Vec<u8>| doc.push(20))
+            .unwrap());
+        assert!(!rows
+            .update("absent", |_: &mut Vec<u8>| unreachable!())
+            .unwrap());
+        assert!(rows.update("elsewhere", |_: &mut Vec<u8>| ()).is_err());
+        assert_eq!(
+            rows.take_changes(),
+            [
+                ("read".to_owned(), Some(row("[1,10]"))),
+                ("stored".to_owned(), Some(row("[2,20]"))),
+            ]
         );
     }
 

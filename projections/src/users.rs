@@ -121,10 +121,7 @@ fn update(
     user_id: Uuid,
     change: impl FnOnce(&mut UserRow),
 ) -> Result<(), ProjectionError> {
-    if let Some(mut row) = rows.load::<UserRow>(&user_key(user_id))? {
-        change(&mut row);
-        save(rows, row);
-    }
+    rows.update::<UserRow>(&user_key(user_id), change)?;
     Ok(())
 }
 
