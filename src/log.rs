@@ -165,16 +165,11 @@ impl Store {
     pub async fn position_reached(&self, checkpoint: Checkpoint) -> Result<i64, sqlx::Error> {
         match self {
             Self::Postgres(pool) => {
-                sqlx::query_scalar(
-                    "SELECT COALESCE(
-                              (SELECT MIN(position) FROM events
-                                WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2)) - 1,
-                              (SELECT COALESCE(MAX(position), 0) FROM events))::bigint",
-                )
-                .bind(checkpoint.transaction_id)
-                .bind(checkpoint.position)
-                .fetch_one(pool)
-                .await
+                sqlx::query_scalar(POSITION_REACHED)
+                    .bind(checkpoint.transaction_id)
+                    .bind(checkpoint.position)
+                    .fetch_one(pool)
+                    .await
             }
             Self::Sqlite(_) => Ok(checkpoint.position),
         }
@@ -425,6 +420,23 @@ impl Store {
 }
 
 impl Store {
+    /// PostgreSQL's plan, as run, of [`Self::position_reached`] at `checkpoint`, one line per
+    /// row of `EXPLAIN ANALYZE`: for tests that it reads the backlog, not the log.
+    #[doc(hidden)]
+    pub async fn explain_position_reached(
+        &self,
+        checkpoint: Checkpoint,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let Self::Postgres(pool) = self else {
+            return Ok(Vec::new());
+        };
+        sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, COSTS OFF) {POSITION_REACHED}"))
+            .bind(checkpoint.transaction_id)
+            .bind(checkpoint.position)
+            .fetch_all(pool)
+            .await
+    }
+
     /// PostgreSQL's plan for one batch of the log reader (after the start, up to the end),
     /// one line per row of `EXPLAIN`: for tests that the reader walks an index instead of
     /// sorting the log.
@@ -443,6 +455,18 @@ impl Store {
             .await
     }
 }
+
+/// [`Store::position_reached`] on PostgreSQL: the lowest position after the checkpoint, less one
+/// (or the end of the log when nothing follows it). `position + 0` keeps the planner from its
+/// MIN/MAX shortcut — walking the position index from the log's start until a row passes the
+/// (transaction, position) filter — which it prefers whenever it guesses that few events follow
+/// the checkpoint; exactly then (a consumer caught up) that walk reads the whole log (10 ms per
+/// call at 40 000 events, found by the benchmarks). Summing up the backlog through the
+/// (transaction, position) index costs what is behind the checkpoint instead.
+const POSITION_REACHED: &str = "SELECT COALESCE(
+        (SELECT MIN(position + 0) FROM events
+          WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2)) - 1,
+        (SELECT COALESCE(MAX(position), 0) FROM events))::bigint";
 
 /// The oldest transaction still running that could be writing to this database's log: the
 /// snapshot's in-progress transactions, less the ones `pg_stat_activity` shows in *other*
