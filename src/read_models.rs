@@ -122,8 +122,8 @@ impl ProjectionRunner {
         self.step_interrupted(store, limit, until, || Ok(())).await
     }
 
-    /// [`Self::step`], calling `before_commit` once the batch is written and the checkpoint
-    /// moved, but not committed: an error there rolls the whole batch back (crash tests).
+    /// [`Self::step`], calling `before_commit` once the batch is folded, before anything is
+    /// written: an error there leaves the store as it was (crash tests).
     pub async fn step_interrupted(
         &self,
         store: &Store,
@@ -165,7 +165,7 @@ impl ProjectionRunner {
 }
 
 /// Takes the same batch of events into several projections at once — read and decoded once,
-/// written in one transaction with every checkpoint — for runners that stand at the same
+/// written with every checkpoint in one transaction — for runners that stand at the same
 /// checkpoint (a replay rebuilding them all side by side).
 pub async fn step_together(
     store: &Store,
@@ -186,6 +186,34 @@ pub async fn step_together(
             )));
         }
     }
+    step_together_from(store, runners, from, limit, until, before_commit).await
+}
+
+/// [`step_together`] for runners known to stand at `from` (a consumer remembers where its last
+/// batch left it instead of asking the store each time); when they do not, nothing is written
+/// and the step ends with [`ConsumerError::Overtaken`].
+///
+/// The rows are read before the write and outside its transaction: the checkpoint's
+/// compare-and-set makes that safe, since whoever else writes these rows (another instance, a
+/// replay's swap) moves the checkpoint too, and then nothing of this batch is written.
+pub async fn step_together_from(
+    store: &Store,
+    runners: &[ProjectionRunner],
+    from: Checkpoint,
+    limit: i64,
+    until: Checkpoint,
+    before_commit: impl FnOnce() -> Result<(), ConsumerError>,
+) -> Result<Option<Taken>, ConsumerError> {
+    let Some(first) = runners.first() else {
+        return Ok(None);
+    };
+    let table = first.table;
+    if let Some(other) = runners.iter().find(|runner| runner.table != table) {
+        return Err(ConsumerError::Failed(format!(
+            "'{}' and '{}' write different tables; step them one by one",
+            first.consumer, other.consumer
+        )));
+    }
     let events = store.read_log(from, until, limit).await?;
     let Some(last) = events.last() else {
         return Ok(None);
@@ -196,81 +224,121 @@ pub async fn step_together(
         .map(crate::log::StoredEvent::decode)
         .collect::<Result<Vec<LoggedEvent>, ProjectionError>>()?;
     drop(events);
-    crate::on_pool!(store, pool => {
-        let mut tx = pool.begin().await?;
-        for runner in runners {
-            let keys: BTreeSet<String> = logged
-                .iter()
-                .flat_map(|event| runner.projection.keys(event))
-                .collect();
-            let keys: Vec<String> = keys.into_iter().collect();
-            let table = runner.table.name();
-            let name = runner.projection.name();
-            let mut fetched: Vec<(String, Option<Row>)> = Vec::with_capacity(keys.len());
-            for chunk in keys.chunks(ROWS_PER_STATEMENT) {
-                let sql = format!(
-                    "SELECT row_key, kind, scope, sort_key, doc FROM {table}
-                      WHERE projection = $1 AND row_key IN ({})",
-                    placeholders(2, chunk.len())
-                );
-                let mut query = sqlx::query_as::<_, (String, String, String, String, String)>(&sql).bind(name);
-                for key in chunk {
-                    query = query.bind(key);
-                }
-                let found = query.fetch_all(&mut *tx).await?;
-                let mut found: std::collections::HashMap<String, Row> = found
-                    .into_iter()
-                    .map(|(key, kind, scope, sort_key, doc)| (key, Row { kind, scope, sort_key, doc }))
-                    .collect();
-                fetched.extend(chunk.iter().map(|key| (key.clone(), found.remove(key))));
-            }
-            let mut rows = RowSet::prefetched(fetched);
-            for event in &logged {
-                runner.projection.apply(event, &mut rows)?;
-            }
-            let changes = rows.take_changes();
-            let (upserts, deletes): (Vec<_>, Vec<_>) = changes.into_iter().partition(|(_, row)| row.is_some());
-            for chunk in upserts.chunks(ROWS_PER_STATEMENT) {
-                let sql = upsert_sql(table, chunk.len());
-                let mut query = sqlx::query(&sql).bind(name);
-                for (key, row) in chunk {
-                    let row = row.as_ref().expect("partitioned upserts hold rows");
-                    query = query.bind(key).bind(&row.kind).bind(&row.scope).bind(&row.sort_key).bind(&row.doc);
-                }
-                query.execute(&mut *tx).await?;
-            }
-            for chunk in deletes.chunks(ROWS_PER_STATEMENT) {
-                let sql = format!(
-                    "DELETE FROM {table} WHERE projection = $1 AND row_key IN ({})",
-                    placeholders(2, chunk.len())
-                );
-                let mut query = sqlx::query(&sql).bind(name);
-                for (key, _) in chunk {
-                    query = query.bind(key);
-                }
-                query.execute(&mut *tx).await?;
-            }
-            let moved = sqlx::query(ADVANCE_CHECKPOINT)
-                .bind(&runner.consumer)
-                .bind(to.transaction_id)
-                .bind(to.position)
-                .bind(projections::instant_key(chrono::Utc::now()))
-                .bind(from.transaction_id)
-                .bind(from.position)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if moved != 1 {
-                return Err(ConsumerError::Overtaken(runner.consumer.clone()));
-            }
+    let mut writes = Vec::with_capacity(runners.len());
+    for runner in runners {
+        let keys: BTreeSet<String> = logged
+            .iter()
+            .flat_map(|event| runner.projection.keys(event))
+            .collect();
+        let keys: Vec<String> = keys.into_iter().collect();
+        let name = runner.projection.name();
+        let mut rows = RowSet::prefetched(fetch_rows(store, table, name, &keys).await?);
+        for event in &logged {
+            runner.projection.apply(event, &mut rows)?;
         }
-        before_commit()?;
-        tx.commit().await?;
-    });
+        // Every key was fetched, so the set knows what the store holds under each.
+        let (_, changes) = rows.take_writes(|_| true);
+        writes.push(ConsumerWrites {
+            consumer: runner.consumer.clone(),
+            projection: name,
+            writes: changes,
+        });
+    }
+    before_commit()?;
+    commit_batch(store, table, &writes, from, to).await?;
     Ok(Some(Taken {
         checkpoint: to,
         events: logged.len(),
     }))
+}
+
+/// Writes one live batch and moves its consumers' checkpoints from `from` to `to`, all or
+/// nothing. On PostgreSQL one consumer's batch is a single statement (the checkpoint's
+/// compare-and-set guards the rows' writes): a transaction of several statements would hold
+/// its transaction id across round trips, and every log reader waits below the oldest one
+/// running.
+async fn commit_batch(
+    store: &Store,
+    table: Table,
+    writes: &[ConsumerWrites],
+    from: Checkpoint,
+    to: Checkpoint,
+) -> Result<(), ConsumerError> {
+    let Store::Postgres(pool) = store else {
+        return write_rows(store, table, writes, &[], from, to).await;
+    };
+    if let [only] = writes {
+        return commit_consumer_batch(pool, table, only, from, to).await;
+    }
+    let mut tx = pool.begin().await?;
+    for consumer in writes {
+        commit_consumer_batch(&mut *tx, table, consumer, from, to).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// One consumer's rows and checkpoint in one PostgreSQL statement: the rows are written only
+/// when the checkpoint moved.
+async fn commit_consumer_batch<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
+    table: Table,
+    consumer: &ConsumerWrites,
+    from: Checkpoint,
+    to: Checkpoint,
+) -> Result<(), ConsumerError> {
+    let table = table.name();
+    let rows: Vec<&(String, Row)> = consumer
+        .writes
+        .inserts
+        .iter()
+        .chain(&consumer.writes.upserts)
+        .collect();
+    fn column<'a>(
+        rows: &[&'a (String, Row)],
+        field: impl Fn(&'a (String, Row)) -> &'a str,
+    ) -> Vec<&'a str> {
+        rows.iter().map(|row| field(row)).collect()
+    }
+    let moved: i64 = sqlx::query_scalar(&format!(
+        "WITH moved AS (
+              UPDATE consumer_checkpoints
+                 SET transaction_id = $2, position = $3, updated_at = $4
+               WHERE consumer = $1 AND transaction_id = $5 AND position = $6
+              RETURNING consumer),
+          written AS (
+              INSERT INTO {table} (projection, row_key, kind, scope, sort_key, doc)
+              SELECT $7, row_key, kind, scope, sort_key, doc
+                FROM unnest($8::text[], $9::text[], $10::text[], $11::text[], $12::text[])
+                     AS written (row_key, kind, scope, sort_key, doc)
+               WHERE EXISTS (SELECT FROM moved)
+              ON CONFLICT (projection, row_key) DO UPDATE SET kind = excluded.kind,
+                  scope = excluded.scope, sort_key = excluded.sort_key, doc = excluded.doc),
+          deleted AS (
+              DELETE FROM {table}
+               WHERE projection = $7 AND row_key = ANY($13) AND EXISTS (SELECT FROM moved))
+         SELECT COUNT(*) FROM moved"
+    ))
+    .bind(&consumer.consumer)
+    .bind(to.transaction_id)
+    .bind(to.position)
+    .bind(projections::instant_key(chrono::Utc::now()))
+    .bind(from.transaction_id)
+    .bind(from.position)
+    .bind(consumer.projection)
+    .bind(column(&rows, |(key, _)| key))
+    .bind(column(&rows, |(_, row)| &row.kind))
+    .bind(column(&rows, |(_, row)| &row.scope))
+    .bind(column(&rows, |(_, row)| &row.sort_key))
+    .bind(column(&rows, |(_, row)| &row.doc))
+    .bind(&consumer.writes.deletes)
+    .fetch_one(executor)
+    .await?;
+    if moved == 1 {
+        Ok(())
+    } else {
+        Err(ConsumerError::Overtaken(consumer.consumer.clone()))
+    }
 }
 
 /// Rows of one statement of [`fetch_rows`] and [`write_rows`] on PostgreSQL, where keys and
