@@ -12,7 +12,7 @@
 //! append committed). On SQLite the single writer makes the position order the commit order.
 
 use crate::read_models::ConsumerError;
-use crate::store::Store;
+use crate::store::{PlanKind, Store};
 
 /// Where a consumer is in the log: the last event it has taken in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -420,39 +420,24 @@ impl Store {
 }
 
 impl Store {
-    /// PostgreSQL's plan, as run, of [`Self::position_reached`] at `checkpoint`, one line per
-    /// row of `EXPLAIN ANALYZE`: for tests that it reads the backlog, not the log.
+    /// PostgreSQL's plan, as run, of [`Self::position_reached`] at `checkpoint`: for tests that
+    /// it reads the backlog, not the log.
     #[doc(hidden)]
     pub async fn explain_position_reached(
         &self,
         checkpoint: Checkpoint,
+        kind: PlanKind,
     ) -> Result<Vec<String>, sqlx::Error> {
-        let Self::Postgres(pool) = self else {
-            return Ok(Vec::new());
-        };
-        sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, COSTS OFF) {POSITION_REACHED}"))
-            .bind(checkpoint.transaction_id)
-            .bind(checkpoint.position)
-            .fetch_all(pool)
-            .await
+        let arguments = [checkpoint.transaction_id, checkpoint.position].map(|n| n.to_string());
+        self.explain(POSITION_REACHED, &arguments, kind).await
     }
 
-    /// PostgreSQL's plan for one batch of the log reader (after the start, up to the end),
-    /// one line per row of `EXPLAIN`: for tests that the reader walks an index instead of
-    /// sorting the log.
+    /// PostgreSQL's plan, as run, for one batch of the log reader from the start to the end:
+    /// for tests that the reader walks an index instead of sorting the log.
     #[doc(hidden)]
-    pub async fn explain_read_log(&self) -> Result<Vec<String>, sqlx::Error> {
-        let Self::Postgres(pool) = self else {
-            return Ok(Vec::new());
-        };
-        sqlx::query_scalar(&format!("EXPLAIN {}", read_log_sql()))
-            .bind(0_i64)
-            .bind(0_i64)
-            .bind(i64::MAX)
-            .bind(i64::MAX)
-            .bind(500_i64)
-            .fetch_all(pool)
-            .await
+    pub async fn explain_read_log(&self, kind: PlanKind) -> Result<Vec<String>, sqlx::Error> {
+        let arguments = [0, 0, i64::MAX, i64::MAX, 500].map(|n| n.to_string());
+        self.explain(&read_log_sql(), &arguments, kind).await
     }
 }
 

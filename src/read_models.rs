@@ -11,7 +11,7 @@ use projections::{LoggedEvent, Projection, ProjectionError, Row, RowSet};
 use thiserror::Error;
 
 use crate::log::{Checkpoint, ADVANCE_CHECKPOINT};
-use crate::store::Store;
+use crate::store::{sql_literal, PlanKind, Store};
 
 /// How many rows one statement reads or writes.
 const ROWS_PER_STATEMENT: usize = 500;
@@ -360,26 +360,24 @@ fn fetch_rows_sql(table: &str) -> String {
     )
 }
 
-/// PostgreSQL's plan, as run, of [`fetch_rows`] of `keys`, one line per row of `EXPLAIN
-/// ANALYZE`: for tests that it looks the keys up instead of reading the projection.
+/// PostgreSQL's plan, as run, of [`fetch_rows`] of `keys`: for tests that it looks the keys
+/// up instead of reading the projection.
 #[doc(hidden)]
 pub async fn explain_fetch_rows(
     store: &Store,
     table: Table,
     projection: &str,
     keys: &[String],
+    kind: PlanKind,
 ) -> Result<Vec<String>, sqlx::Error> {
-    let Store::Postgres(pool) = store else {
-        return Ok(Vec::new());
-    };
-    sqlx::query_scalar(&format!(
-        "EXPLAIN (ANALYZE, COSTS OFF) {}",
-        fetch_rows_sql(table.name())
-    ))
-    .bind(projection)
-    .bind(keys)
-    .fetch_all(pool)
-    .await
+    let keys: Vec<String> = keys.iter().map(|key| sql_literal(key)).collect();
+    let arguments = [
+        sql_literal(projection),
+        format!("ARRAY[{}]::text[]", keys.join(", ")),
+    ];
+    store
+        .explain(&fetch_rows_sql(table.name()), &arguments, kind)
+        .await
 }
 
 /// The rows of `projection` under `keys` in `table`, each key with its row or `None`.

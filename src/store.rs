@@ -82,23 +82,14 @@ impl Store {
                     url: redact(url),
                     source,
                 })?;
+            // sqlx prepares every statement, and after five runs PostgreSQL may keep a generic
+            // plan that ignores the parameters. The log's and the projections' queries are
+            // written so that their generic plans are their good plans (tests check both):
+            // planning every run instead (`force_custom_plan`) cost PostgreSQL more time than
+            // executing, 1 ms per read of the log, at 1 000 commands/s.
             let pool = PgPoolOptions::new()
                 .max_connections(16)
                 .acquire_timeout(Duration::from_secs(10))
-                // sqlx prepares every statement; after five runs PostgreSQL may switch to a
-                // generic plan that ignores the parameters, and for the log's queries that plan
-                // walks a whole index (`position_reached` took 1.5 s at 1 M events instead of
-                // 0.2 ms, found by the benchmarks). Planning each run costs microseconds.
-                .after_connect(|connection, _| {
-                    Box::pin(async move {
-                        sqlx::Executor::execute(
-                            connection,
-                            "SET plan_cache_mode = force_custom_plan",
-                        )
-                        .await
-                        .map(drop)
-                    })
-                })
                 .connect_with(options)
                 .await
                 .map_err(|source| StoreError::Connect {
@@ -378,4 +369,55 @@ mod tests {
         );
         assert_eq!(redact("sqlite:seatledger.db"), "sqlite:seatledger.db");
     }
+}
+
+/// Which plan of a parameterised statement a test looks at: the one PostgreSQL makes for the
+/// parameters' values, or the generic one a prepared statement may switch to after five runs.
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanKind {
+    /// Planned for the values.
+    Custom,
+    /// Planned for any values.
+    Generic,
+}
+
+impl Store {
+    /// `EXPLAIN (ANALYZE, COSTS OFF)` of `sql` run with `arguments` (SQL literals, one per
+    /// parameter) under the plan of `kind`, one line per row; empty on SQLite. For tests of
+    /// plans: the statement is prepared on a connection of its own, closed afterwards.
+    #[doc(hidden)]
+    pub async fn explain(
+        &self,
+        sql: &str,
+        arguments: &[String],
+        kind: PlanKind,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let Self::Postgres(pool) = self else {
+            return Ok(Vec::new());
+        };
+        let mut connection = pool.acquire().await?.detach();
+        let mode = match kind {
+            PlanKind::Custom => "force_custom_plan",
+            PlanKind::Generic => "force_generic_plan",
+        };
+        sqlx::query(&format!("SET plan_cache_mode = {mode}"))
+            .execute(&mut connection)
+            .await?;
+        sqlx::query(&format!("PREPARE probe AS {sql}"))
+            .execute(&mut connection)
+            .await?;
+        sqlx::query_scalar(&format!(
+            "EXPLAIN (ANALYZE, COSTS OFF) EXECUTE probe({})",
+            arguments.join(", ")
+        ))
+        .fetch_all(&mut connection)
+        .await
+    }
+}
+
+/// `text` as an SQL string literal.
+#[doc(hidden)]
+pub fn sql_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
 }

@@ -27,7 +27,7 @@ use projections::{LoggedEvent, Projection, RowSet};
 use seatledger::ledger::Metadata;
 use seatledger::log::{Checkpoint, StoredEvent};
 use seatledger::read_models::{self, scoped_docs, ConsumerError, ProjectionRunner, Table};
-use seatledger::store::Store;
+use seatledger::store::{PlanKind, Store};
 use seatledger::{with_ledger, AnyLedger};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use support::{fresh_store, Backend};
@@ -945,20 +945,22 @@ async fn the_reader_walks_the_index_instead_of_sorting_the_log_on_postgres() {
     .await
     .unwrap();
     sqlx::query("ANALYZE events").execute(pool).await.unwrap();
-    let plan = fresh.store.explain_read_log().await.unwrap();
-    assert!(
-        plan.iter()
-            .any(|line| line.contains("events_by_transaction")),
-        "the reader uses the (transaction, position) index:\n{}",
-        plan.join("\n")
-    );
-    assert!(
-        !plan
-            .iter()
-            .any(|line| line.trim_start().starts_with("Sort") || line.contains("->  Sort")),
-        "the reader sorts the log:\n{}",
-        plan.join("\n")
-    );
+    for kind in [PlanKind::Custom, PlanKind::Generic] {
+        let plan = fresh.store.explain_read_log(kind).await.unwrap();
+        assert!(
+            plan.iter()
+                .any(|line| line.contains("events_by_transaction")),
+            "the reader uses the (transaction, position) index ({kind:?} plan):\n{}",
+            plan.join("\n")
+        );
+        assert!(
+            !plan
+                .iter()
+                .any(|line| line.trim_start().starts_with("Sort") || line.contains("->  Sort")),
+            "the reader sorts the log ({kind:?} plan):\n{}",
+            plan.join("\n")
+        );
+    }
     fresh.remove().await;
 }
 
@@ -998,29 +1000,24 @@ async fn how_far_a_caught_up_consumer_has_read_costs_its_backlog_not_the_log_on_
         near_the_end.position,
         "a thousand events follow the checkpoint in both orders"
     );
-    let plan = fresh
-        .store
-        .explain_position_reached(near_the_end)
-        .await
-        .unwrap();
-    let rows_read: Vec<u64> = plan
-        .iter()
-        .filter_map(|line| {
-            let rows = line.split("Rows Removed by Filter: ").nth(1)?;
-            rows.trim().parse().ok()
-        })
-        .collect();
-    assert!(
-        rows_read.iter().all(|&removed| removed < 10_000),
-        "position_reached reads the whole log to find what follows a checkpoint 1 000 events from its end:\n{}",
-        plan.join("\n")
-    );
-    assert!(
-        plan.iter()
-            .any(|line| line.contains("events_by_transaction")),
-        "position_reached walks the (transaction, position) index:\n{}",
-        plan.join("\n")
-    );
+    for kind in [PlanKind::Custom, PlanKind::Generic] {
+        let plan = fresh
+            .store
+            .explain_position_reached(near_the_end, kind)
+            .await
+            .unwrap();
+        assert!(
+            rows_removed_by_filters(&plan) < 10_000,
+            "position_reached reads the whole log to find what follows a checkpoint 1 000 events from its end ({kind:?} plan):\n{}",
+            plan.join("\n")
+        );
+        assert!(
+            plan.iter()
+                .any(|line| line.contains("events_by_transaction")),
+            "position_reached walks the (transaction, position) index ({kind:?} plan):\n{}",
+            plan.join("\n")
+        );
+    }
     fresh.remove().await;
 }
 
@@ -1047,25 +1044,31 @@ async fn a_batch_looks_its_rows_up_by_key_without_statistics_on_postgres() {
         .map(|n| format!("user/{}", n * 70))
         .chain(["user/none".to_owned()])
         .collect();
-    let plan = read_models::explain_fetch_rows(&fresh.store, Table::Live, "users", &keys)
-        .await
-        .unwrap();
-    let removed: u64 = plan
-        .iter()
+    for kind in [PlanKind::Custom, PlanKind::Generic] {
+        let plan = read_models::explain_fetch_rows(&fresh.store, Table::Live, "users", &keys, kind)
+            .await
+            .unwrap();
+        let removed = rows_removed_by_filters(&plan);
+        assert!(
+            removed < 100,
+            "fetching 15 keys read {removed} rows it did not want ({kind:?} plan):\n{}",
+            plan.join("\n")
+        );
+        assert!(
+            plan.iter().any(|line| line.contains("read_models_pkey")),
+            "the keys are looked up in the primary key ({kind:?} plan):\n{}",
+            plan.join("\n")
+        );
+    }
+    fresh.remove().await;
+}
+
+/// The rows an `EXPLAIN ANALYZE` says its filters read and threw away.
+fn rows_removed_by_filters(plan: &[String]) -> u64 {
+    plan.iter()
         .filter_map(|line| {
             let rows = line.split("Rows Removed by Filter: ").nth(1)?;
             rows.trim().parse::<u64>().ok()
         })
-        .sum();
-    assert!(
-        removed < 100,
-        "fetching 15 keys read {removed} rows it did not want:\n{}",
-        plan.join("\n")
-    );
-    assert!(
-        plan.iter().any(|line| line.contains("read_models_pkey")),
-        "the keys are looked up in the primary key:\n{}",
-        plan.join("\n")
-    );
-    fresh.remove().await;
+        .sum()
 }
