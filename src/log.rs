@@ -12,7 +12,7 @@
 //! append committed). On SQLite the single writer makes the position order the commit order.
 
 use crate::read_models::ConsumerError;
-use crate::store::{PlanKind, Store};
+use crate::store::{sql_literal, PlanKind, Store};
 
 /// Where a consumer is in the log: the last event it has taken in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
@@ -165,7 +165,7 @@ impl Store {
     pub async fn position_reached(&self, checkpoint: Checkpoint) -> Result<i64, sqlx::Error> {
         match self {
             Self::Postgres(pool) => {
-                sqlx::query_scalar(POSITION_REACHED)
+                sqlx::query_scalar(&position_reached_statement())
                     .bind(checkpoint.transaction_id)
                     .bind(checkpoint.position)
                     .fetch_one(pool)
@@ -269,28 +269,45 @@ impl Store {
     /// consumer has read at least that far, since the events beyond a checkpoint only shrink as
     /// it moves.
     pub async fn slowest(&self, consumers: &[&str]) -> Result<(Checkpoint, i64), sqlx::Error> {
-        let sql = format!(
-            "SELECT transaction_id, position FROM consumer_checkpoints WHERE consumer IN ({})
-              ORDER BY transaction_id, position LIMIT 1",
-            (1..=consumers.len())
-                .map(|n| format!("${n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let row: Option<(i64, i64)> = crate::on_pool!(self, pool => {
-            let mut query = sqlx::query_as(&sql);
-            for consumer in consumers {
-                query = query.bind(*consumer);
+        match self {
+            // One round trip: every projection-backed read asks this.
+            Self::Postgres(pool) => {
+                let (transaction_id, position, reached): (i64, i64, i64) =
+                    sqlx::query_as(&slowest_statement())
+                        .bind(consumers)
+                        .fetch_one(pool)
+                        .await?;
+                Ok((
+                    Checkpoint {
+                        transaction_id,
+                        position,
+                    },
+                    reached,
+                ))
             }
-            query.fetch_optional(pool).await?
-        });
-        let slowest = row.map_or(Checkpoint::default(), |(transaction_id, position)| {
-            Checkpoint {
-                transaction_id,
-                position,
+            Self::Sqlite(pool) => {
+                let sql = format!(
+                    "SELECT transaction_id, position FROM consumer_checkpoints WHERE consumer IN ({})
+                      ORDER BY transaction_id, position LIMIT 1",
+                    (1..=consumers.len())
+                        .map(|n| format!("${n}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                let mut query = sqlx::query_as(&sql);
+                for consumer in consumers {
+                    query = query.bind(*consumer);
+                }
+                let row: Option<(i64, i64)> = query.fetch_optional(pool).await?;
+                let slowest = row.map_or(Checkpoint::default(), |(transaction_id, position)| {
+                    Checkpoint {
+                        transaction_id,
+                        position,
+                    }
+                });
+                Ok((slowest, self.position_reached(slowest).await?))
             }
-        });
-        Ok((slowest, self.position_reached(slowest).await?))
+        }
     }
 
     /// How many committed events lie beyond `checkpoint`, and the recording instant of the
@@ -429,7 +446,21 @@ impl Store {
         kind: PlanKind,
     ) -> Result<Vec<String>, sqlx::Error> {
         let arguments = [checkpoint.transaction_id, checkpoint.position].map(|n| n.to_string());
-        self.explain(POSITION_REACHED, &arguments, kind).await
+        self.explain(&position_reached_statement(), &arguments, kind)
+            .await
+    }
+
+    /// PostgreSQL's plan, as run, of [`Self::slowest`] among `consumers`: for tests that it
+    /// reads the backlog, not the log.
+    #[doc(hidden)]
+    pub async fn explain_slowest(
+        &self,
+        consumers: &[&str],
+        kind: PlanKind,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let names: Vec<String> = consumers.iter().map(|name| sql_literal(name)).collect();
+        let arguments = [format!("ARRAY[{}]::text[]", names.join(", "))];
+        self.explain(&slowest_statement(), &arguments, kind).await
     }
 
     /// PostgreSQL's plan, as run, for one batch of the log reader from the start to the end:
@@ -441,17 +472,44 @@ impl Store {
     }
 }
 
-/// [`Store::position_reached`] on PostgreSQL: the lowest position after the checkpoint, less one
+/// [`Store::position_reached`] on PostgreSQL, after the checkpoint the two SQL expressions
+/// give: the lowest position after the checkpoint, less one
 /// (or the end of the log when nothing follows it). `position + 0` keeps the planner from its
 /// MIN/MAX shortcut — walking the position index from the log's start until a row passes the
 /// (transaction, position) filter — which it prefers whenever it guesses that few events follow
 /// the checkpoint; exactly then (a consumer caught up) that walk reads the whole log (10 ms per
 /// call at 40 000 events, found by the benchmarks). Summing up the backlog through the
 /// (transaction, position) index costs what is behind the checkpoint instead.
-const POSITION_REACHED: &str = "SELECT COALESCE(
-        (SELECT MIN(position + 0) FROM events
-          WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2)) - 1,
-        (SELECT COALESCE(MAX(position), 0) FROM events))::bigint";
+fn position_reached_sql(after_transaction: &str, after_position: &str) -> String {
+    format!(
+        "COALESCE(
+            (SELECT MIN(position + 0) FROM events
+              WHERE (transaction_id, position) > (({after_transaction})::bigint::text::xid8, {after_position})) - 1,
+            (SELECT COALESCE(MAX(position), 0) FROM events))::bigint"
+    )
+}
+
+/// [`Store::slowest`]'s statement on PostgreSQL: the slowest of the consumers `$1` names, and
+/// how far it has read.
+fn slowest_statement() -> String {
+    format!(
+        "SELECT COALESCE(slowest.transaction_id, 0), COALESCE(slowest.position, 0), {}
+           FROM (SELECT 1) AS one
+           LEFT JOIN LATERAL (
+                SELECT transaction_id, position FROM consumer_checkpoints
+                 WHERE consumer = ANY($1)
+                 ORDER BY transaction_id, position LIMIT 1) AS slowest ON true",
+        position_reached_sql(
+            "COALESCE(slowest.transaction_id, 0)",
+            "COALESCE(slowest.position, 0)"
+        )
+    )
+}
+
+/// [`Store::position_reached`]'s statement.
+fn position_reached_statement() -> String {
+    format!("SELECT {}", position_reached_sql("$1", "$2"))
+}
 
 /// The oldest transaction still running that could be writing to this database's log: the
 /// snapshot's in-progress transactions, less the ones `pg_stat_activity` shows in *other*

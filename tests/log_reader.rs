@@ -1000,12 +1000,36 @@ async fn how_far_a_caught_up_consumer_has_read_costs_its_backlog_not_the_log_on_
         near_the_end.position,
         "a thousand events follow the checkpoint in both orders"
     );
+    // The slowest projection's checkpoint is there too: every projection-backed read asks
+    // how far it has read.
+    fresh.store.ensure_checkpoint("licenses").await.unwrap();
+    assert!(fresh
+        .store
+        .advance_checkpoint("licenses", Checkpoint::default(), near_the_end)
+        .await
+        .unwrap());
+    assert_eq!(
+        fresh
+            .store
+            .slowest(&["licenses", "not-yet-started"])
+            .await
+            .unwrap(),
+        (near_the_end, near_the_end.position),
+        "a consumer without a checkpoint yet does not count"
+    );
     for kind in [PlanKind::Custom, PlanKind::Generic] {
-        let plan = fresh
+        let mut plan = fresh
             .store
             .explain_position_reached(near_the_end, kind)
             .await
             .unwrap();
+        plan.extend(
+            fresh
+                .store
+                .explain_slowest(&["licenses"], kind)
+                .await
+                .unwrap(),
+        );
         assert!(
             rows_removed_by_filters(&plan) < 10_000,
             "position_reached reads the whole log to find what follows a checkpoint 1 000 events from its end ({kind:?} plan):\n{}",
