@@ -269,3 +269,63 @@ async fn licences_users_and_histories_on_postgres() {
 async fn licences_users_and_histories_on_sqlite() {
     reads(Backend::Sqlite).await;
 }
+
+/// A user list longer than the pages it is read in (500 users) lists every user once, in key
+/// order, with their details, as one JSON document.
+async fn a_long_user_list(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let admin = app.admin_token.clone();
+    let (_, tenant_id) = app.billing_profile_and_contoso().await;
+    let path = format!("/v1/tenants/{tenant_id}/users");
+    let mut created = Vec::new();
+    for wave in 0..21 {
+        let requests = (0..25).map(|n| {
+            let name = format!("user{}", wave * 25 + n);
+            call(
+                &app,
+                Method::POST,
+                &admin,
+                &path,
+                Some(json!({"user_principal_name": format!("{name}@contoso.onmicrosoft.com"),
+                    "first_name": name, "last_name": "X", "display_name": name})),
+            )
+        });
+        for (status, user) in futures::future::join_all(requests).await {
+            assert_eq!(status, StatusCode::CREATED, "{user}");
+            created.push((
+                user["id"].as_str().unwrap().to_owned(),
+                user["user_principal_name"].clone(),
+            ));
+        }
+    }
+    let (status, list) = call(&app, Method::GET, &admin, &path, None).await;
+    assert_eq!(status, StatusCode::OK, "{list}");
+    let listed: Vec<(String, Value)> = list["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|user| {
+            (
+                user["id"].as_str().unwrap().to_owned(),
+                user["user_principal_name"].clone(),
+            )
+        })
+        .collect();
+    created.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(listed.len(), created.len(), "every user once");
+    assert_eq!(listed, created, "in key order, each with its own details");
+    assert_eq!(list["tenant_id"], json!(tenant_id));
+    assert!(list["position"].as_i64().unwrap() > 0);
+    assert!(list["as_of"].is_null());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_user_list_longer_than_a_page_on_postgres() {
+    a_long_user_list(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn a_user_list_longer_than_a_page_on_sqlite() {
+    a_long_user_list(Backend::Sqlite).await;
+}
