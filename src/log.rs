@@ -310,6 +310,45 @@ impl Store {
         }
     }
 
+    /// Roughly how far a consumer at `checkpoint` is behind, for progress reports while it
+    /// catches up: the positions between it and the log's end, and the recording instant of
+    /// the next event it will read. Costs two index lookups where [`Self::backlog`] counts the
+    /// backlog (2 s per call over a million events, once every 10 s per catching-up projection).
+    pub async fn lag_estimate(
+        &self,
+        checkpoint: Checkpoint,
+    ) -> Result<(i64, Option<chrono::DateTime<chrono::Utc>>), sqlx::Error> {
+        let (end, next): (i64, Option<String>) = match self {
+            Self::Postgres(pool) => {
+                sqlx::query_as(
+                    "SELECT (SELECT COALESCE(MAX(position), 0) FROM events),
+                            (SELECT to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')
+                               FROM events
+                              WHERE (transaction_id, position) > ($1::bigint::text::xid8, $2)
+                              ORDER BY events.transaction_id, events.position LIMIT 1)",
+                )
+                .bind(checkpoint.transaction_id)
+                .bind(checkpoint.position)
+                .fetch_one(pool)
+                .await?
+            }
+            Self::Sqlite(pool) => {
+                sqlx::query_as(
+                    "SELECT (SELECT COALESCE(MAX(position), 0) FROM events),
+                            (SELECT recorded_at FROM events WHERE position > $1
+                              ORDER BY position LIMIT 1)",
+                )
+                .bind(checkpoint.position)
+                .fetch_one(pool)
+                .await?
+            }
+        };
+        let next = next
+            .and_then(|text| chrono::DateTime::parse_from_rfc3339(&text).ok())
+            .map(|at| at.with_timezone(&chrono::Utc));
+        Ok(((end - checkpoint.position).max(0), next))
+    }
+
     /// How many committed events lie beyond `checkpoint`, and the recording instant of the
     /// oldest of them.
     pub async fn backlog(

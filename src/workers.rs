@@ -352,13 +352,12 @@ impl ProjectionWork {
         if full_batch && due {
             for runner in &self.runners {
                 let checkpoint = self.store.checkpoint(runner.consumer()).await?;
-                let (behind, oldest) = self.store.backlog(checkpoint).await?;
-                let seconds =
-                    oldest.map_or(0, |oldest| (chrono::Utc::now() - oldest).num_seconds());
+                let (behind, next) = self.store.lag_estimate(checkpoint).await?;
+                let seconds = next.map_or(0, |next| (chrono::Utc::now() - next).num_seconds());
                 info!(
                     consumer = runner.consumer(),
                     position = checkpoint.position,
-                    lag_events = behind,
+                    lag_positions = behind,
                     lag_seconds = seconds,
                     "projection catching up"
                 );

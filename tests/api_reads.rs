@@ -286,8 +286,10 @@ async fn a_long_user_list(backend: Backend) {
                 Method::POST,
                 &admin,
                 &path,
-                Some(json!({"user_principal_name": format!("{name}@contoso.onmicrosoft.com"),
-                    "first_name": name, "last_name": "X", "display_name": name})),
+                Some(
+                    json!({"user_principal_name": format!("{name}@contoso.onmicrosoft.com"),
+                    "first_name": name, "last_name": "X", "display_name": name}),
+                ),
             )
         });
         for (status, user) in futures::future::join_all(requests).await {

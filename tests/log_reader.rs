@@ -967,7 +967,8 @@ async fn the_reader_walks_the_index_instead_of_sorting_the_log_on_postgres() {
 /// How far a caught-up consumer has read is answered from what lies behind its checkpoint: a
 /// plan that walks the log from its start (the planner's MIN/MAX shortcut once did, 10 ms per
 /// call at 40 000 events, 18 ms at 100 000) costs every projection-backed read and `?min_position=` wait the
-/// whole log.
+/// whole log. Likewise a catching-up consumer's progress report estimates its lag from two
+/// index entries instead of counting the backlog.
 #[tokio::test]
 async fn how_far_a_caught_up_consumer_has_read_costs_its_backlog_not_the_log_on_postgres() {
     let fresh = support::fresh_store(support::Backend::Postgres).await;
@@ -1000,6 +1001,24 @@ async fn how_far_a_caught_up_consumer_has_read_costs_its_backlog_not_the_log_on_
         near_the_end.position,
         "a thousand events follow the checkpoint in both orders"
     );
+    // A catching-up consumer's progress report reads two index entries, not the backlog.
+    let (behind, next) = fresh.store.lag_estimate(near_the_end).await.unwrap();
+    assert_eq!(
+        behind, 1_000,
+        "positions between the checkpoint and the log's end"
+    );
+    assert!(next.is_some(), "the next event's recording instant");
+    let end = fresh.store.log_end().await.unwrap();
+    let last = fresh
+        .store
+        .read_log(near_the_end, Checkpoint::END, 1_000)
+        .await
+        .unwrap()
+        .last()
+        .unwrap()
+        .checkpoint;
+    assert_eq!(last.position, end);
+    assert_eq!(fresh.store.lag_estimate(last).await.unwrap(), (0, None));
     // The slowest projection's checkpoint is there too: every projection-backed read asks
     // how far it has read.
     fresh.store.ensure_checkpoint("licenses").await.unwrap();
