@@ -565,6 +565,29 @@ pub(crate) fn copy_rows(buffer: &mut Vec<u8>, projection: &str, rows: &[(String,
     }
 }
 
+/// Moves every consumer of `writes` from `from` to `to` inside the transaction `tx` (either
+/// backend's), or ends the write with [`ConsumerError::Overtaken`] (the transaction then rolls
+/// back when dropped).
+macro_rules! advance_checkpoints {
+    ($tx:ident, $writes:expr, $from:expr, $to:expr) => {
+        for ConsumerWrites { consumer, .. } in $writes {
+            let moved = sqlx::query(ADVANCE_CHECKPOINT)
+                .bind(consumer)
+                .bind($to.transaction_id)
+                .bind($to.position)
+                .bind(projections::instant_key(chrono::Utc::now()))
+                .bind($from.transaction_id)
+                .bind($from.position)
+                .execute(&mut *$tx)
+                .await?
+                .rows_affected();
+            if moved != 1 {
+                return Err(ConsumerError::Overtaken(consumer.clone()));
+            }
+        }
+    };
+}
+
 /// Writes the rows of several projections' batch into `table` and moves each consumer's
 /// checkpoint from `from` to `to`, in one transaction; `copied` holds new rows already
 /// encoded by [`copy_rows`] (PostgreSQL only). On PostgreSQL new rows go in by `COPY`, the
@@ -651,21 +674,7 @@ pub(crate) async fn write_rows(
                     .await?;
                 }
             }
-            for ConsumerWrites { consumer, .. } in writes {
-                let moved = sqlx::query(ADVANCE_CHECKPOINT)
-                    .bind(consumer)
-                    .bind(to.transaction_id)
-                    .bind(to.position)
-                    .bind(projections::instant_key(chrono::Utc::now()))
-                    .bind(from.transaction_id)
-                    .bind(from.position)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if moved != 1 {
-                    return Err(ConsumerError::Overtaken(consumer.clone()));
-                }
-            }
+            advance_checkpoints!(tx, writes, from, to);
             tx.commit().await?;
         }
         Store::Sqlite(pool) => {
@@ -702,21 +711,7 @@ pub(crate) async fn write_rows(
                     query.execute(&mut *tx).await?;
                 }
             }
-            for ConsumerWrites { consumer, .. } in writes {
-                let moved = sqlx::query(ADVANCE_CHECKPOINT)
-                    .bind(consumer)
-                    .bind(to.transaction_id)
-                    .bind(to.position)
-                    .bind(projections::instant_key(chrono::Utc::now()))
-                    .bind(from.transaction_id)
-                    .bind(from.position)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                if moved != 1 {
-                    return Err(ConsumerError::Overtaken(consumer.clone()));
-                }
-            }
+            advance_checkpoints!(tx, writes, from, to);
             tx.commit().await?;
         }
     }
