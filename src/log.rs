@@ -141,14 +141,10 @@ impl Store {
                     .await?
             }
             Self::Sqlite(pool) => {
-                sqlx::query_as(
-                    "SELECT 0, position, aggregate_type, aggregate_id, sequence, event_type,
-                            event_version, event_id, recorded_at, payload, metadata
-                       FROM events
-                      WHERE position > $1 AND position <= $2
-                      ORDER BY position
-                      LIMIT $3",
-                )
+                sqlx::query_as(&sqlite_read_log_sql_of(
+                    "0, position, aggregate_type, aggregate_id, sequence, event_type,
+                     event_version, event_id, recorded_at, payload, metadata",
+                ))
                 .bind(after.position)
                 .bind(until.position)
                 .bind(limit)
@@ -409,6 +405,17 @@ fn read_log_sql_of(columns: &str) -> String {
         .replace("$COLUMNS", columns)
 }
 
+/// The log reader's query on SQLite, selecting `columns`: its single writer makes the position
+/// order the commit order.
+fn sqlite_read_log_sql_of(columns: &str) -> String {
+    format!(
+        "SELECT {columns} FROM events
+          WHERE position > $1 AND position <= $2
+          ORDER BY position
+          LIMIT $3"
+    )
+}
+
 /// The columns [`Store::read_log_decoded`] reads: what projections fold, nothing else. The
 /// `xid8` is read as the 8-byte integer it is (no text round trip per event).
 const DECODED_COLUMNS: &str =
@@ -459,17 +466,16 @@ impl Store {
                     .bind(limit)
                     .fetch(pool))
             }
-            Self::Sqlite(pool) => decode_rows!(sqlx::query(
-                "SELECT 0, position, aggregate_type, aggregate_id, sequence, payload
-                   FROM events
-                  WHERE position > $1 AND position <= $2
-                  ORDER BY position
-                  LIMIT $3",
-            )
-            .bind(after.position)
-            .bind(until.position)
-            .bind(limit)
-            .fetch(pool)),
+            Self::Sqlite(pool) => {
+                let sql = sqlite_read_log_sql_of(
+                    "0, position, aggregate_type, aggregate_id, sequence, payload",
+                );
+                decode_rows!(sqlx::query(&sql)
+                    .bind(after.position)
+                    .bind(until.position)
+                    .bind(limit)
+                    .fetch(pool))
+            }
         }
         Ok((events, last))
     }
