@@ -380,6 +380,21 @@ pub async fn explain_fetch_rows(
         .await
 }
 
+/// The columns [`fetch_rows`] reads, as key and row.
+type Found = (String, String, String, String, String);
+
+fn found_row((key, kind, scope, sort_key, doc): Found) -> (String, Row) {
+    (
+        key,
+        Row {
+            kind,
+            scope,
+            sort_key,
+            doc,
+        },
+    )
+}
+
 /// The rows of `projection` under `keys` in `table`, each key with its row or `None`.
 pub(crate) async fn fetch_rows(
     store: &Store,
@@ -390,7 +405,6 @@ pub(crate) async fn fetch_rows(
     let table = table.name();
     let mut fetched = Vec::with_capacity(keys.len());
     let mut found: std::collections::HashMap<String, Row> = std::collections::HashMap::new();
-    type Found = (String, String, String, String, String);
     match store {
         Store::Postgres(pool) => {
             for chunk in keys.chunks(ROWS_PER_ARRAY) {
@@ -399,17 +413,7 @@ pub(crate) async fn fetch_rows(
                     .bind(chunk)
                     .fetch_all(pool)
                     .await?;
-                found.extend(rows.into_iter().map(|(key, kind, scope, sort_key, doc)| {
-                    (
-                        key,
-                        Row {
-                            kind,
-                            scope,
-                            sort_key,
-                            doc,
-                        },
-                    )
-                }));
+                found.extend(rows.into_iter().map(found_row));
             }
         }
         Store::Sqlite(pool) => {
@@ -424,17 +428,7 @@ pub(crate) async fn fetch_rows(
                     query = query.bind(key);
                 }
                 let rows = query.fetch_all(pool).await?;
-                found.extend(rows.into_iter().map(|(key, kind, scope, sort_key, doc)| {
-                    (
-                        key,
-                        Row {
-                            kind,
-                            scope,
-                            sort_key,
-                            doc,
-                        },
-                    )
-                }));
+                found.extend(rows.into_iter().map(found_row));
             }
         }
     }

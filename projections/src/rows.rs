@@ -236,6 +236,18 @@ impl Writes {
     }
 }
 
+/// A document a [`RowSet`] can hold decoded: written as JSON, read back equal, shared across
+/// the consumer's tasks.
+pub trait StoredDoc:
+    Serialize + DeserializeOwned + Clone + PartialEq + Send + Sync + std::fmt::Debug + 'static
+{
+}
+
+impl<T> StoredDoc for T where
+    T: Serialize + DeserializeOwned + Clone + PartialEq + Send + Sync + std::fmt::Debug + 'static
+{
+}
+
 /// The rows a projection works on during one batch of events, or across batches when the set
 /// is kept as a cache of a table only its owner writes (a replay): then [`Self::want`] says
 /// which rows a batch needs fetched, [`Self::take_writes`] what the batch changes in the table,
@@ -502,14 +514,7 @@ impl RowSet {
         sort_key: String,
         doc: T,
     ) where
-        T: Serialize
-            + DeserializeOwned
-            + Clone
-            + PartialEq
-            + Send
-            + Sync
-            + std::fmt::Debug
-            + 'static,
+        T: StoredDoc,
     {
         check_reads_back(&key, &doc);
         self.set(
@@ -532,14 +537,7 @@ impl RowSet {
         change: impl FnOnce(&mut T),
     ) -> Result<bool, ProjectionError>
     where
-        T: Serialize
-            + DeserializeOwned
-            + Clone
-            + PartialEq
-            + Send
-            + Sync
-            + std::fmt::Debug
-            + 'static,
+        T: StoredDoc,
     {
         let slot = match self.rows.get_mut(key) {
             Some(slot) => slot,
