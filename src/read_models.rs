@@ -1,7 +1,8 @@
 //! Runs the `projections` crate's read models over the global log: each projection is a
 //! consumer with its own checkpoint, and every batch's row changes are written in the same
 //! transaction that moves that checkpoint, so a crash at any point neither loses nor repeats
-//! an event. The rows a batch reads are fetched once, in one query, before it is folded.
+//! an event. The rows a batch reads are fetched once, in one query, before it is folded; a
+//! batch taken into several projections at once reads and writes all of theirs together.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -224,15 +225,21 @@ pub async fn step_together_from(
         .map(crate::log::StoredEvent::decode)
         .collect::<Result<Vec<LoggedEvent>, ProjectionError>>()?;
     drop(events);
+    let wanted: Vec<(&str, Vec<String>)> = runners
+        .iter()
+        .map(|runner| {
+            let keys: BTreeSet<String> = logged
+                .iter()
+                .flat_map(|event| runner.projection.keys(event))
+                .collect();
+            (runner.projection.name(), keys.into_iter().collect())
+        })
+        .collect();
+    let fetched = fetch_rows_of(store, table, &wanted).await?;
     let mut writes = Vec::with_capacity(runners.len());
-    for runner in runners {
-        let keys: BTreeSet<String> = logged
-            .iter()
-            .flat_map(|event| runner.projection.keys(event))
-            .collect();
-        let keys: Vec<String> = keys.into_iter().collect();
+    for (runner, found) in runners.iter().zip(fetched) {
         let name = runner.projection.name();
-        let mut rows = RowSet::prefetched(fetch_rows(store, table, name, &keys).await?);
+        let mut rows = RowSet::prefetched(found);
         for event in &logged {
             runner.projection.apply(event, &mut rows)?;
         }
@@ -252,11 +259,13 @@ pub async fn step_together_from(
     }))
 }
 
-/// Writes one live batch and moves its consumers' checkpoints from `from` to `to`, all or
-/// nothing. On PostgreSQL one consumer's batch is a single statement (the checkpoint's
-/// compare-and-set guards the rows' writes): a transaction of several statements would hold
-/// its transaction id across round trips, and every log reader waits below the oldest one
-/// running.
+/// Writes one batch and moves its consumers' checkpoints from `from` to `to`. On PostgreSQL
+/// the whole batch is a single statement, whatever the number of consumers: a transaction of
+/// several statements would hold its transaction id across round trips (every log reader
+/// waits below the oldest one running), and each statement is a round trip the commands wait
+/// behind. Each consumer's checkpoint compare-and-set guards its own rows: a consumer someone
+/// else moved (another instance, a replay's swap) gets nothing written, the others are written,
+/// and the step ends with [`ConsumerError::Overtaken`].
 async fn commit_batch(
     store: &Store,
     table: Table,
@@ -267,95 +276,183 @@ async fn commit_batch(
     let Store::Postgres(pool) = store else {
         return write_rows(store, table, writes, &[], from, to).await;
     };
-    if let [only] = writes {
-        return commit_consumer_batch(pool, table, only, from, to).await;
+    let moved = commit_consumers_batch(pool, table, writes, from, to).await?;
+    match writes
+        .iter()
+        .find(|consumer| !moved.contains(&consumer.consumer))
+    {
+        Some(overtaken) => Err(ConsumerError::Overtaken(overtaken.consumer.clone())),
+        None => Ok(()),
     }
-    let mut tx = pool.begin().await?;
-    for consumer in writes {
-        commit_consumer_batch(&mut *tx, table, consumer, from, to).await?;
-    }
-    tx.commit().await?;
-    Ok(())
 }
 
-/// One consumer's rows and checkpoint in one PostgreSQL statement: the rows are written only
-/// when the checkpoint moved.
-async fn commit_consumer_batch<'c>(
-    executor: impl sqlx::PgExecutor<'c>,
-    table: Table,
-    consumer: &ConsumerWrites,
-    from: Checkpoint,
-    to: Checkpoint,
-) -> Result<(), ConsumerError> {
-    let table = table.name();
-    let rows: Vec<&(String, Row)> = consumer
-        .writes
-        .inserts
-        .iter()
-        .chain(&consumer.writes.upserts)
-        .collect();
-    fn column<'a>(
-        rows: &[&'a (String, Row)],
-        field: impl Fn(&'a (String, Row)) -> &'a str,
-    ) -> Vec<&'a str> {
-        rows.iter().map(|row| field(row)).collect()
-    }
-    let moved: i64 = sqlx::query_scalar(&format!(
+/// The statement of [`commit_consumers_batch`]: rows are written and deleted only for the
+/// projections whose consumer's checkpoint moved. Deleted rows are looked up one key at a time
+/// (`LATERAL … LIMIT 1`, as [`fetch_rows_of`] does) and deleted by their row address: asked as
+/// `row_key = ANY(…)`, or joined, a planner without fresh statistics reads the whole table.
+fn commit_batch_sql(table: &str) -> String {
+    format!(
         "WITH moved AS (
               UPDATE consumer_checkpoints
-                 SET transaction_id = $2, position = $3, updated_at = $4
-               WHERE consumer = $1 AND transaction_id = $5 AND position = $6
+                 SET transaction_id = $3, position = $4, updated_at = $5
+               WHERE consumer = ANY($1::text[]) AND transaction_id = $6 AND position = $7
               RETURNING consumer),
+          moved_projections AS (
+              SELECT owner.projection
+                FROM unnest($1::text[], $2::text[]) AS owner (consumer, projection)
+               WHERE owner.consumer IN (SELECT consumer FROM moved)),
           written AS (
               INSERT INTO {table} (projection, row_key, kind, scope, sort_key, doc)
-              SELECT $7, row_key, kind, scope, sort_key, doc
-                FROM unnest($8::text[], $9::text[], $10::text[], $11::text[], $12::text[])
-                     AS written (row_key, kind, scope, sort_key, doc)
-               WHERE EXISTS (SELECT FROM moved)
+              SELECT projection, row_key, kind, scope, sort_key, doc
+                FROM unnest($8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
+                            $13::text[])
+                     AS written (projection, row_key, kind, scope, sort_key, doc)
+               WHERE projection IN (SELECT projection FROM moved_projections)
               ON CONFLICT (projection, row_key) DO UPDATE SET kind = excluded.kind,
                   scope = excluded.scope, sort_key = excluded.sort_key, doc = excluded.doc),
           deleted AS (
               DELETE FROM {table}
-               WHERE projection = $7 AND row_key = ANY($13) AND EXISTS (SELECT FROM moved))
-         SELECT COUNT(*) FROM moved"
-    ))
-    .bind(&consumer.consumer)
-    .bind(to.transaction_id)
-    .bind(to.position)
-    .bind(projections::instant_key(chrono::Utc::now()))
-    .bind(from.transaction_id)
-    .bind(from.position)
-    .bind(consumer.projection)
-    .bind(column(&rows, |(key, _)| key))
-    .bind(column(&rows, |(_, row)| &row.kind))
-    .bind(column(&rows, |(_, row)| &row.scope))
-    .bind(column(&rows, |(_, row)| &row.sort_key))
-    .bind(column(&rows, |(_, row)| &row.doc))
-    .bind(&consumer.writes.deletes)
-    .fetch_one(executor)
-    .await?;
-    if moved == 1 {
-        Ok(())
-    } else {
-        Err(ConsumerError::Overtaken(consumer.consumer.clone()))
+               WHERE ctid = ANY(ARRAY(
+                     SELECT found.ctid
+                       FROM unnest($14::text[], $15::text[]) AS gone (projection, row_key),
+                            LATERAL (SELECT ctid FROM {table}
+                                      WHERE projection = gone.projection
+                                        AND row_key = gone.row_key
+                                      LIMIT 1) AS found
+                      WHERE gone.projection IN (SELECT projection FROM moved_projections))))
+         SELECT consumer FROM moved"
+    )
+}
+
+/// PostgreSQL's plan, as run, of a batch of `projection` that only deletes `keys` and moves
+/// `consumer` from `from` to `to` (it is executed): for tests that deleted rows are found
+/// along the primary key.
+#[doc(hidden)]
+pub async fn explain_commit_deletes(
+    store: &Store,
+    table: Table,
+    consumer: &str,
+    projection: &str,
+    (from, to): (Checkpoint, Checkpoint),
+    keys: &[String],
+    kind: PlanKind,
+) -> Result<Vec<String>, sqlx::Error> {
+    let array = |texts: Vec<String>| format!("ARRAY[{}]::text[]", texts.join(", "));
+    let empty = || "'{}'::text[]".to_owned();
+    let arguments = [
+        array(vec![sql_literal(consumer)]),
+        array(vec![sql_literal(projection)]),
+        to.transaction_id.to_string(),
+        to.position.to_string(),
+        sql_literal(&projections::instant_key(chrono::Utc::now())),
+        from.transaction_id.to_string(),
+        from.position.to_string(),
+        empty(),
+        empty(),
+        empty(),
+        empty(),
+        empty(),
+        empty(),
+        array(keys.iter().map(|_| sql_literal(projection)).collect()),
+        array(keys.iter().map(|key| sql_literal(key)).collect()),
+    ];
+    store
+        .explain(&commit_batch_sql(table.name()), &arguments, kind)
+        .await
+}
+
+/// Every consumer's rows and checkpoint in one PostgreSQL statement; the consumers whose
+/// checkpoint moved (only their rows were written).
+async fn commit_consumers_batch<'c>(
+    executor: impl sqlx::PgExecutor<'c>,
+    table: Table,
+    consumers: &[ConsumerWrites],
+    from: Checkpoint,
+    to: Checkpoint,
+) -> Result<Vec<String>, ConsumerError> {
+    let rows: Vec<(&str, &(String, Row))> = consumers
+        .iter()
+        .flat_map(|consumer| {
+            let writes = &consumer.writes;
+            writes
+                .inserts
+                .iter()
+                .chain(&writes.upserts)
+                .map(|row| (consumer.projection, row))
+        })
+        .collect();
+    fn column<'a>(
+        rows: &[(&'a str, &'a (String, Row))],
+        field: impl Fn(&'a (String, Row)) -> &'a str,
+    ) -> Vec<&'a str> {
+        rows.iter().map(|(_, row)| field(row)).collect()
     }
+    let deletes: Vec<(&str, &String)> = consumers
+        .iter()
+        .flat_map(|consumer| {
+            consumer
+                .writes
+                .deletes
+                .iter()
+                .map(|key| (consumer.projection, key))
+        })
+        .collect();
+    let moved: Vec<String> = sqlx::query_scalar(&commit_batch_sql(table.name()))
+        .bind(
+            consumers
+                .iter()
+                .map(|c| c.consumer.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(consumers.iter().map(|c| c.projection).collect::<Vec<_>>())
+        .bind(to.transaction_id)
+        .bind(to.position)
+        .bind(projections::instant_key(chrono::Utc::now()))
+        .bind(from.transaction_id)
+        .bind(from.position)
+        .bind(
+            rows.iter()
+                .map(|(projection, _)| *projection)
+                .collect::<Vec<_>>(),
+        )
+        .bind(column(&rows, |(key, _)| key))
+        .bind(column(&rows, |(_, row)| &row.kind))
+        .bind(column(&rows, |(_, row)| &row.scope))
+        .bind(column(&rows, |(_, row)| &row.sort_key))
+        .bind(column(&rows, |(_, row)| &row.doc))
+        .bind(
+            deletes
+                .iter()
+                .map(|(projection, _)| *projection)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            deletes
+                .iter()
+                .map(|(_, key)| key.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .fetch_all(executor)
+        .await?;
+    Ok(moved)
 }
 
 /// Rows of one statement of [`fetch_rows`] and [`write_rows`] on PostgreSQL, where keys and
 /// rows travel as arrays.
 const ROWS_PER_ARRAY: usize = 5_000;
 
-/// [`fetch_rows`] on PostgreSQL: one primary-key lookup per key. Asked as `row_key = ANY($2)`,
-/// a planner without fresh statistics (a new or fast-growing table, autovacuum off or behind)
-/// read all of the projection's rows through a secondary index and filtered them: a live batch
-/// of 14 users read the 1 024 rows of D's user view. Per key, with `LIMIT 1`, the unique key
-/// is the only plan.
+/// [`fetch_rows_of`] on PostgreSQL: one primary-key lookup per (projection, key). Asked as
+/// `row_key = ANY($2)`, a planner without fresh statistics (a new or fast-growing table,
+/// autovacuum off or behind) read all of the projection's rows through a secondary index and
+/// filtered them: a live batch of 14 users read the 1 024 rows of D's user view. Per key, with
+/// `LIMIT 1`, the unique key is the only plan.
 fn fetch_rows_sql(table: &str) -> String {
     format!(
-        "SELECT wanted.row_key, found.kind, found.scope, found.sort_key, found.doc
-           FROM unnest($2::text[]) AS wanted (row_key),
+        "SELECT wanted.projection, wanted.row_key, found.kind, found.scope, found.sort_key,
+                found.doc
+           FROM unnest($1::text[], $2::text[]) AS wanted (projection, row_key),
                 LATERAL (SELECT kind, scope, sort_key, doc FROM {table}
-                          WHERE projection = $1 AND row_key = wanted.row_key
+                          WHERE projection = wanted.projection AND row_key = wanted.row_key
                           LIMIT 1) AS found"
     )
 }
@@ -370,22 +467,22 @@ pub async fn explain_fetch_rows(
     keys: &[String],
     kind: PlanKind,
 ) -> Result<Vec<String>, sqlx::Error> {
-    let keys: Vec<String> = keys.iter().map(|key| sql_literal(key)).collect();
+    let array = |texts: Vec<String>| format!("ARRAY[{}]::text[]", texts.join(", "));
     let arguments = [
-        sql_literal(projection),
-        format!("ARRAY[{}]::text[]", keys.join(", ")),
+        array(keys.iter().map(|_| sql_literal(projection)).collect()),
+        array(keys.iter().map(|key| sql_literal(key)).collect()),
     ];
     store
         .explain(&fetch_rows_sql(table.name()), &arguments, kind)
         .await
 }
 
-/// The columns [`fetch_rows`] reads, as key and row.
-type Found = (String, String, String, String, String);
+/// The columns [`fetch_rows_of`] reads: projection, key and row.
+type Found = (String, String, String, String, String, String);
 
-fn found_row((key, kind, scope, sort_key, doc): Found) -> (String, Row) {
+fn found_row((projection, key, kind, scope, sort_key, doc): Found) -> ((String, String), Row) {
     (
-        key,
+        (projection, key),
         Row {
             kind,
             scope,
@@ -402,38 +499,72 @@ pub(crate) async fn fetch_rows(
     projection: &str,
     keys: &[String],
 ) -> Result<Vec<(String, Option<Row>)>, sqlx::Error> {
+    let wanted = [(projection, keys)];
+    Ok(fetch_rows_of(store, table, &wanted)
+        .await?
+        .pop()
+        .unwrap_or_default())
+}
+
+/// [`fetch_rows`] of several projections at once, in the order given: on PostgreSQL one
+/// statement for all of them (a batch taken into every projection reads their rows in one
+/// round trip).
+pub(crate) async fn fetch_rows_of<K: AsRef<[String]>>(
+    store: &Store,
+    table: Table,
+    wanted: &[(&str, K)],
+) -> Result<Vec<Vec<(String, Option<Row>)>>, sqlx::Error> {
     let table = table.name();
-    let mut fetched = Vec::with_capacity(keys.len());
-    let mut found: std::collections::HashMap<String, Row> = std::collections::HashMap::new();
+    let mut found: std::collections::HashMap<(String, String), Row> =
+        std::collections::HashMap::new();
     match store {
         Store::Postgres(pool) => {
-            for chunk in keys.chunks(ROWS_PER_ARRAY) {
+            let pairs: Vec<(&str, &String)> = wanted
+                .iter()
+                .flat_map(|(projection, keys)| {
+                    keys.as_ref().iter().map(move |key| (*projection, key))
+                })
+                .collect();
+            for chunk in pairs.chunks(ROWS_PER_ARRAY) {
+                let (projections, keys): (Vec<&str>, Vec<&String>) = chunk.iter().copied().unzip();
                 let rows: Vec<Found> = sqlx::query_as(&fetch_rows_sql(table))
-                    .bind(projection)
-                    .bind(chunk)
+                    .bind(projections)
+                    .bind(keys)
                     .fetch_all(pool)
                     .await?;
                 found.extend(rows.into_iter().map(found_row));
             }
         }
         Store::Sqlite(pool) => {
-            for chunk in keys.chunks(ROWS_PER_STATEMENT) {
-                let sql = format!(
-                    "SELECT row_key, kind, scope, sort_key, doc FROM {table}
-                      WHERE projection = $1 AND row_key IN ({})",
-                    placeholders(2, chunk.len())
-                );
-                let mut query = sqlx::query_as::<_, Found>(&sql).bind(projection);
-                for key in chunk {
-                    query = query.bind(key);
+            for (projection, keys) in wanted {
+                for chunk in keys.as_ref().chunks(ROWS_PER_STATEMENT) {
+                    let sql = format!(
+                        "SELECT projection, row_key, kind, scope, sort_key, doc FROM {table}
+                          WHERE projection = $1 AND row_key IN ({})",
+                        placeholders(2, chunk.len())
+                    );
+                    let mut query = sqlx::query_as::<_, Found>(&sql).bind(*projection);
+                    for key in chunk {
+                        query = query.bind(key);
+                    }
+                    let rows = query.fetch_all(pool).await?;
+                    found.extend(rows.into_iter().map(found_row));
                 }
-                let rows = query.fetch_all(pool).await?;
-                found.extend(rows.into_iter().map(found_row));
             }
         }
     }
-    fetched.extend(keys.iter().map(|key| (key.clone(), found.remove(key))));
-    Ok(fetched)
+    Ok(wanted
+        .iter()
+        .map(|(projection, keys)| {
+            keys.as_ref()
+                .iter()
+                .map(|key| {
+                    let row = found.remove(&((*projection).to_owned(), key.clone()));
+                    (key.clone(), row)
+                })
+                .collect()
+        })
+        .collect())
 }
 
 /// What one batch writes for one consumer of a projection.

@@ -807,6 +807,209 @@ async fn a_consumer_killed_before_its_checkpoint_resumes_without_loss_or_double_
 }
 
 // ---------------------------------------------------------------------------------------------
+// 2b. Projections taken in together (the service's one consumer of every live projection)
+// ---------------------------------------------------------------------------------------------
+
+/// Steps `runners` together, `limit` events a batch, until they reach the end of the log.
+async fn step_group_to_end(store: &Store, runners: &[ProjectionRunner], limit: i64) {
+    let mut batches = 0;
+    while read_models::step_together(store, runners, limit, Checkpoint::END, || Ok(()))
+        .await
+        .unwrap()
+        .is_some()
+    {
+        batches += 1;
+        assert!(
+            batches < 10_000,
+            "the group never reached the end of the log"
+        );
+    }
+}
+
+/// Moves `consumer`'s checkpoint to `to` behind the runners' backs, as a replay's swap or
+/// another instance would.
+async fn move_checkpoint(store: &Store, consumer: &str, to: Checkpoint) {
+    const SQL: &str =
+        "UPDATE consumer_checkpoints SET transaction_id = $1, position = $2 WHERE consumer = $3";
+    let moved = match store {
+        Store::Postgres(pool) => sqlx::query(SQL)
+            .bind(to.transaction_id)
+            .bind(to.position)
+            .bind(consumer)
+            .execute(pool)
+            .await
+            .unwrap()
+            .rows_affected(),
+        Store::Sqlite(pool) => sqlx::query(SQL)
+            .bind(to.transaction_id)
+            .bind(to.position)
+            .bind(consumer)
+            .execute(pool)
+            .await
+            .unwrap()
+            .rows_affected(),
+    };
+    assert_eq!(moved, 1, "{consumer} has a checkpoint to move");
+}
+
+/// A batch taken into several projections writes each one's rows only with its checkpoint:
+/// when someone else moved one projection's checkpoint, that projection's rows and checkpoint
+/// stay as they were, the step says it was overtaken, and every other projection's rows are
+/// still exactly the fold of the log up to its own checkpoint.
+async fn a_projection_moved_by_someone_else_keeps_its_rows_in_a_group(backend: Backend) {
+    let fresh = fresh_store(backend).await;
+    let store = &fresh.store;
+    licence_workload(store).await;
+    let (stored, logged) = whole_log(store).await;
+    let runners = [
+        ProjectionRunner::new(Arc::new(Licenses), Table::Live),
+        ProjectionRunner::new(Arc::new(Users), Table::Live),
+    ];
+    for runner in &runners {
+        store.ensure_checkpoint(runner.consumer()).await.unwrap();
+    }
+    let first = read_models::step_together(store, &runners, 20, Checkpoint::END, || Ok(()))
+        .await
+        .unwrap()
+        .expect("a first batch");
+    assert_eq!(first.events, 20);
+    // A replay's swap moves the user view elsewhere.
+    let swapped = stored[40].checkpoint;
+    move_checkpoint(store, "users", swapped).await;
+    let users_before = stored_rows(store, "users").await;
+
+    let step = read_models::step_together_from(
+        store,
+        &runners,
+        first.checkpoint,
+        20,
+        Checkpoint::END,
+        || Ok(()),
+    )
+    .await;
+    assert!(
+        matches!(&step, Err(ConsumerError::Overtaken(consumer)) if consumer == "users"),
+        "{backend:?}: the step over a moved checkpoint ended with {step:?}"
+    );
+    assert_eq!(
+        store.checkpoint("users").await.unwrap(),
+        swapped,
+        "{backend:?}: the moved checkpoint stays where it was moved"
+    );
+    assert!(
+        stored_rows(store, "users").await == users_before,
+        "{backend:?}: rows were written for a projection whose checkpoint did not move"
+    );
+    let licences_at = store.checkpoint("licenses").await.unwrap();
+    assert!(
+        licences_at == first.checkpoint || licences_at == stored[39].checkpoint,
+        "{backend:?}: the licence view's checkpoint is neither before nor after the batch"
+    );
+    let read = stored
+        .iter()
+        .take_while(|event| event.checkpoint <= licences_at)
+        .count();
+    assert_rows_match(
+        &format!("{backend:?}: the licence view after the overtaken batch"),
+        &stored_rows(store, "licenses").await,
+        &folded_rows(&Licenses, &logged[..read]),
+    );
+    fresh.remove().await;
+}
+
+#[tokio::test]
+async fn a_projection_moved_by_someone_else_keeps_its_rows_in_a_group_on_postgres() {
+    a_projection_moved_by_someone_else_keeps_its_rows_in_a_group(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn a_projection_moved_by_someone_else_keeps_its_rows_in_a_group_on_sqlite() {
+    a_projection_moved_by_someone_else_keeps_its_rows_in_a_group(Backend::Sqlite).await;
+}
+
+/// Projections share one table, so a key can stand in several: a batch deleting a row of one
+/// projection (a cancelled purge timer) leaves the row under the same key of another alone,
+/// and every projection of the group ends as the fold of the whole log.
+async fn a_group_deletes_only_its_own_projections_rows(backend: Backend) {
+    let fresh = fresh_store(backend).await;
+    let store = &fresh.store;
+    let workload = licence_workload(store).await;
+    let (_, logged) = whole_log(store).await;
+    let timers = projections::timers::Timers;
+    // A timer row some prefix of the log holds and the whole log does not: the restored
+    // user's cancelled purge.
+    let at_end = folded_rows(&timers, &logged);
+    let cancelled = (1..logged.len())
+        .flat_map(|end| folded_rows(&timers, &logged[..end]).into_keys())
+        .find(|key| !at_end.contains_key(key))
+        .expect("the workload cancels a timer (the restored user's purge)");
+    // The same key in the licence view, which no event of the log touches.
+    let stranger = "SELECT 'licenses', $1, 'stranger', 'nowhere', 'k', '{\"kept\":true}'";
+    let insert = format!(
+        "INSERT INTO read_models (projection, row_key, kind, scope, sort_key, doc) {stranger}"
+    );
+    match store {
+        Store::Postgres(pool) => sqlx::query(&insert)
+            .bind(&cancelled)
+            .execute(pool)
+            .await
+            .map(drop),
+        Store::Sqlite(pool) => sqlx::query(&insert)
+            .bind(&cancelled)
+            .execute(pool)
+            .await
+            .map(drop),
+    }
+    .unwrap();
+    let runners = [
+        ProjectionRunner::new(Arc::new(Licenses), Table::Live),
+        ProjectionRunner::new(Arc::new(timers), Table::Live),
+        ProjectionRunner::new(Arc::new(Users), Table::Live),
+    ];
+    for runner in &runners {
+        store.ensure_checkpoint(runner.consumer()).await.unwrap();
+    }
+    step_group_to_end(store, &runners, 7).await;
+
+    let mut licences = stored_rows(store, "licenses").await;
+    let kept = licences.remove(&cancelled);
+    assert_eq!(
+        kept.map(|(kind, _, _, doc)| (kind, doc)),
+        Some(("stranger".to_owned(), serde_json::json!({ "kept": true }))),
+        "{backend:?}: deleting timer '{cancelled}' touched the licence view's row of that key"
+    );
+    assert_rows_match(
+        &format!("{backend:?}: licenses, taken in with the others"),
+        &licences,
+        &folded_rows(&Licenses, &logged),
+    );
+    assert_rows_match(
+        &format!("{backend:?}: timers, taken in with the others"),
+        &stored_rows(store, "timers").await,
+        &at_end,
+    );
+    assert_projection_matches_log(
+        store,
+        &Users,
+        &logged,
+        &workload,
+        &format!("{backend:?}/users"),
+    )
+    .await;
+    fresh.remove().await;
+}
+
+#[tokio::test]
+async fn a_group_deletes_only_its_own_projections_rows_on_postgres() {
+    a_group_deletes_only_its_own_projections_rows(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn a_group_deletes_only_its_own_projections_rows_on_sqlite() {
+    a_group_deletes_only_its_own_projections_rows(Backend::Sqlite).await;
+}
+
+// ---------------------------------------------------------------------------------------------
 // 3. Two runners of one projection, no lease
 // ---------------------------------------------------------------------------------------------
 
@@ -1103,6 +1306,83 @@ async fn a_batch_looks_its_rows_up_by_key_without_statistics_on_postgres() {
             plan.join("\n")
         );
     }
+    fresh.remove().await;
+}
+
+/// A batch's deleted rows are found along the primary key, whatever the planner knows of the
+/// table (both plans), and only the keys asked for go.
+#[tokio::test]
+async fn a_batch_deletes_its_rows_by_key_without_statistics_on_postgres() {
+    let fresh = support::fresh_store(support::Backend::Postgres).await;
+    let Store::Postgres(pool) = &fresh.store else {
+        unreachable!()
+    };
+    sqlx::query(
+        "INSERT INTO read_models (projection, row_key, kind, scope, sort_key, doc)
+         SELECT projection, kind || '/' || n, kind, 'tenant/' || (n / 32), 'k' || n, '{}'
+           FROM (VALUES ('users', 'user', 1024), ('timers', 'user', 2048))
+                    AS p (projection, kind, count),
+                generate_series(1, count) AS n",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    fresh.store.ensure_checkpoint("timers").await.unwrap();
+    let mut at = fresh.store.checkpoint("timers").await.unwrap();
+    let mut deleted = 0;
+    for (round, kind) in [PlanKind::Custom, PlanKind::Generic]
+        .into_iter()
+        .enumerate()
+    {
+        let keys: Vec<String> = (1..=7)
+            .map(|n| format!("user/{}", n * 100 + round))
+            .collect();
+        let next = Checkpoint {
+            transaction_id: at.transaction_id,
+            position: at.position + 1,
+        };
+        let plan = read_models::explain_commit_deletes(
+            &fresh.store,
+            Table::Live,
+            "timers",
+            "timers",
+            (at, next),
+            &keys,
+            kind,
+        )
+        .await
+        .unwrap();
+        at = next;
+        deleted += keys.len();
+        let removed = rows_removed_by_filters(&plan);
+        assert!(
+            removed < 100,
+            "deleting 7 keys read {removed} rows it did not want ({kind:?} plan):\n{}",
+            plan.join("\n")
+        );
+        assert!(
+            !plan
+                .iter()
+                .any(|line| line.contains("Seq Scan on read_models")),
+            "a batch's delete reads the whole table ({kind:?} plan):\n{}",
+            plan.join("\n")
+        );
+    }
+    assert_eq!(fresh.store.checkpoint("timers").await.unwrap(), at);
+    let left: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT projection, COUNT(*) FROM read_models GROUP BY projection ORDER BY projection",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        left,
+        [
+            ("timers".to_owned(), 2048 - deleted as i64),
+            ("users".to_owned(), 1024)
+        ],
+        "exactly the timers' keys asked for were deleted; the users' rows of the same keys stay"
+    );
     fresh.remove().await;
 }
 
