@@ -292,12 +292,15 @@ async fn run(
 }
 
 /// The live projections in groups, each group one consumer: a group is taken in together (one
-/// read of the log and one transaction per batch for all of its projections).
+/// read of the log, one read of the rows and one statement per batch for all of its
+/// projections). All of them form one group: every projection-backed read waits for the
+/// slowest projection anyway, and apart each commit cost the database five reads of the log and
+/// five writes (C's commands queued behind them).
 fn projection_groups() -> Vec<Vec<ProjectionRunner>> {
-    projections::all()
+    vec![projections::all()
         .into_iter()
-        .map(|projection| vec![ProjectionRunner::new(projection, Table::Live)])
-        .collect()
+        .map(|projection| ProjectionRunner::new(projection, Table::Live))
+        .collect()]
 }
 
 /// A group of live projections taken in together. Each keeps its own checkpoint; one that
