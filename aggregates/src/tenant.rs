@@ -1187,7 +1187,7 @@ impl Aggregate for Tenant {
                 fingerprint,
                 ..
             } => {
-                self.principals.insert(fingerprint.clone(), user_id);
+                self.principals.insert(fingerprint, user_id);
                 self.members.insert(
                     user_id,
                     Member {
