@@ -297,7 +297,7 @@ impl Store {
         crate::on_pool!(self, pool => {
             let mut connection = pool.acquire().await?;
             let found = sqlx::query_as(
-                "SELECT last_sequence, CAST(payload AS TEXT) FROM snapshots
+                "SELECT last_sequence, payload FROM snapshots
                   WHERE aggregate_type = $1 AND aggregate_id = $2
                   ORDER BY last_sequence DESC LIMIT 1",
             )
@@ -320,17 +320,10 @@ impl Store {
         payload: &str,
     ) -> Result<(), sqlx::Error> {
         // The snapshot's number is informational here (cqrs-es counts snapshots with it). The
-        // payload column is `json` on PostgreSQL, text on SQLite.
-        let insert = match self {
-            Self::Postgres(_) => {
-                "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload)
-                 VALUES ($1, $2, $3, $3, $4::json) ON CONFLICT DO NOTHING"
-            }
-            Self::Sqlite(_) => {
-                "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload)
-                 VALUES ($1, $2, $3, $3, $4) ON CONFLICT DO NOTHING"
-            }
-        };
+        // payload is text on both backends (migration 0007: PostgreSQL no longer parses it).
+        let insert =
+            "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload)
+             VALUES ($1, $2, $3, $3, $4) ON CONFLICT DO NOTHING";
         crate::on_pool!(self, pool => {
             let mut connection = pool.acquire().await?;
             let written = async {

@@ -401,7 +401,7 @@ async fn insert_snapshot(store: &Store, tenant_id: Uuid, last_sequence: i64, pay
         Store::Postgres(pool) => {
             sqlx::query(
                 "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload)
-                 VALUES ('tenant', $1, $2, $2, $3::json)",
+                 VALUES ('tenant', $1, $2, $2, $3)",
             )
             .bind(tenant_id.to_string())
             .bind(last_sequence)
