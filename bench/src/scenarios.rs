@@ -1599,7 +1599,7 @@ pub async fn scenarios_c_g(
                         &ctx.phases,
                         "C",
                         "AssignLicenses on the large tenant",
-                        latency_on_big(ctx, &api, big),
+                        latency_on_big(ctx, &api, big, pid),
                     )
                     .await?,
                 );
@@ -1776,7 +1776,12 @@ pub async fn scenarios_c_g(
     Ok(reports)
 }
 
-async fn latency_on_big(ctx: &Ctx, api: &Api, big: &Big) -> anyhow::Result<ScenarioReport> {
+async fn latency_on_big(
+    ctx: &Ctx,
+    api: &Api,
+    big: &Big,
+    pid: u32,
+) -> anyhow::Result<ScenarioReport> {
     let s = &ctx.settings;
     let clients = s.latency_clients.max(1);
     let per_client = (big.store.reserved.len() / clients).clamp(1, 16);
@@ -1789,6 +1794,7 @@ async fn latency_on_big(ctx: &Ctx, api: &Api, big: &Big) -> anyhow::Result<Scena
     let began = Instant::now();
     let first_result = first.assign().await;
     let cold = began.elapsed();
+    let after_cold_load = infra::memory_of(pid)?;
     let _ = first.assign().await;
     let workers: Vec<AssignWorker> = big.store.reserved[..clients * per_client]
         .chunks(per_client)
@@ -1855,6 +1861,15 @@ async fn latency_on_big(ctx: &Ctx, api: &Api, big: &Big) -> anyhow::Result<Scena
     });
     report.notes.push(sanity_note(checked, &mismatches));
     report.notes.extend(errors_note(&outcome));
+    let after = infra::memory_of(pid)?;
+    report.notes.push(format!(
+        "Service memory after the first command (the tenant loaded from its snapshot): RSS {}, \
+         peak (VmHWM) {}; after the measurement: RSS {}, peak {}.",
+        stats::mib(after_cold_load.rss_kib),
+        stats::mib(after_cold_load.hwm_kib),
+        stats::mib(after.rss_kib),
+        stats::mib(after.hwm_kib)
+    ));
     Ok(report)
 }
 
