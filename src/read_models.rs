@@ -11,6 +11,7 @@ use projections::rows::Writes;
 use projections::{LoggedEvent, Projection, ProjectionError, Row, RowSet};
 use thiserror::Error;
 
+use crate::copy_text::escape_into;
 use crate::log::{Checkpoint, ADVANCE_CHECKPOINT};
 use crate::store::{sql_literal, PlanKind, Store};
 
@@ -684,7 +685,7 @@ pub(crate) fn copy_rows(buffer: &mut Vec<u8>, projection: &str, rows: &[(String,
             if n > 0 {
                 buffer.push(b'\t');
             }
-            copy_text(buffer, field);
+            escape_into(buffer, field.as_bytes());
         }
         buffer.push(b'\n');
     }
@@ -841,26 +842,6 @@ pub(crate) async fn write_rows(
         }
     }
     Ok(())
-}
-
-/// One field of a `COPY … FROM STDIN` row in text format: backslash, tab, newline and
-/// carriage return escaped.
-fn copy_text(buffer: &mut Vec<u8>, field: &str) {
-    let bytes = field.as_bytes();
-    let mut start = 0;
-    for (at, byte) in bytes.iter().enumerate() {
-        let escaped: &[u8] = match byte {
-            b'\\' => b"\\\\",
-            b'\t' => b"\\t",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            _ => continue,
-        };
-        buffer.extend_from_slice(&bytes[start..at]);
-        buffer.extend_from_slice(escaped);
-        start = at + 1;
-    }
-    buffer.extend_from_slice(&bytes[start..]);
 }
 
 /// Inserts or replaces `count` rows of one projection (`$1`), five parameters a row.
