@@ -459,17 +459,17 @@ where
         }
         let snapshot = self
             .store
-            .latest_snapshot(A::TYPE, aggregate_id)
+            .load_snapshot::<A>(A::TYPE, aggregate_id)
             .await
             .map_err(|error| LedgerError::Store(error.to_string()))?;
         let from_start = Loaded {
             aggregate: Arc::new(A::default()),
             sequence: 0,
         };
-        let Some((sequence, payload)) = snapshot else {
+        let Some((sequence, decoded)) = snapshot else {
             return Ok(from_start);
         };
-        match serde_json::from_str(&payload) {
+        match decoded {
             Ok(aggregate) => Ok(Loaded {
                 aggregate: Arc::new(aggregate),
                 sequence: usize::try_from(sequence).unwrap_or_default(),
@@ -485,26 +485,17 @@ where
     }
 
     /// Writes a snapshot; a failure only costs a longer load later, so it is logged, not
-    /// returned.
-    /// Serialising a large aggregate takes milliseconds, so it happens on a blocking thread
-    /// after the batch has answered; holding the state meanwhile costs the next batch only a
-    /// shallow copy.
+    /// returned. It is written after the batch has answered (encoding a large aggregate takes
+    /// milliseconds, on a blocking thread); holding the state meanwhile costs the next batch
+    /// only a shallow copy.
     fn snapshot_later(&self, aggregate_id: &str, sequence: usize, aggregate: Arc<A>) {
         let store = self.store.clone();
         let aggregate_id = aggregate_id.to_owned();
         tokio::spawn(async move {
-            let encoded = tokio::task::spawn_blocking(move || serde_json::to_string(&*aggregate))
+            if let Err(error) = store
+                .save_snapshot(A::TYPE, &aggregate_id, sequence as i64, aggregate)
                 .await
-                .map_err(|error| error.to_string())
-                .and_then(|encoded| encoded.map_err(|error| error.to_string()));
-            let written = match encoded {
-                Ok(payload) => store
-                    .save_snapshot(A::TYPE, &aggregate_id, sequence as i64, &payload)
-                    .await
-                    .map_err(|error| error.to_string()),
-                Err(error) => Err(error),
-            };
-            if let Err(error) = written {
+            {
                 tracing::warn!(aggregate = A::TYPE, %aggregate_id, %error, "snapshot not written");
             }
         });

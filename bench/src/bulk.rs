@@ -955,18 +955,20 @@ pub async fn build(scenario: &str, url: &str, plan: Plan) -> anyhow::Result<BigS
     written?;
     let mut copy = pool
         .copy_in_raw(
-            "COPY snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, payload) FROM STDIN",
+            "COPY snapshots (aggregate_type, aggregate_id, last_sequence, current_snapshot, part, payload) FROM STDIN",
         )
         .await?;
     let mut text = String::new();
     for (tenant_id, sequence, payload) in &snapshots {
-        let _ = write!(
-            text,
-            "tenant\t{tenant_id}\t{sequence}\t{}\t",
-            sequence / SNAPSHOT_EVERY
-        );
-        copy_escape(payload, &mut text);
-        text.push('\n');
+        for (part, piece) in seatledger::snapshot::parts(payload).enumerate() {
+            let _ = write!(
+                text,
+                "tenant\t{tenant_id}\t{sequence}\t{}\t{part}\t",
+                sequence / SNAPSHOT_EVERY
+            );
+            copy_escape(piece, &mut text);
+            text.push('\n');
+        }
     }
     copy.send(text.as_bytes()).await?;
     copy.finish().await?;
