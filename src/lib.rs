@@ -16,6 +16,7 @@ pub mod lease;
 pub mod ledger;
 pub mod log;
 pub mod read_models;
+mod recently_used;
 pub mod replay;
 pub mod snapshot;
 pub mod store;
