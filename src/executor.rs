@@ -29,7 +29,7 @@ const CONFLICT_RETRIES: usize = 8;
 /// Aggregates of one type kept in memory; past this, the least recently used ones nobody is
 /// using are forgotten. Enough for every hot aggregate; a 100 000-user tenant is ~50 MiB by
 /// itself, and a small one a few KiB.
-const CACHED_AGGREGATES: usize = 2_048;
+const CACHED_AGGREGATES: usize = 1_024;
 /// The most commands committed in one transaction.
 const MAX_BATCH: usize = 256;
 
