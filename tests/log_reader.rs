@@ -1267,6 +1267,22 @@ async fn how_far_a_caught_up_consumer_has_read_costs_its_backlog_not_the_log_on_
     fresh.remove().await;
 }
 
+/// 1 024 rows of the user view (`user/1` …) and 2 048 of `other` (projection, kind), named
+/// after their kind: a table large enough that reading it whole shows in a plan.
+async fn fill_read_models(pool: &PgPool, (projection, kind): (&str, &str)) {
+    sqlx::query(
+        "INSERT INTO read_models (projection, row_key, kind, scope, sort_key, doc)
+         SELECT projection, kind || '/' || n, kind, 'tenant/' || (n / 32), 'k' || n, '{}'
+           FROM (VALUES ('users', 'user', 1024), ($1, $2, 2048)) AS p (projection, kind, count),
+                generate_series(1, count) AS n",
+    )
+    .bind(projection)
+    .bind(kind)
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
 /// A batch's rows are looked up by key, whatever the planner knows of the table: without fresh
 /// statistics (a new or fast-growing table; autovacuum off, as on CI's machines) it once read
 /// every row of the projection through a secondary index for a batch that needed fourteen.
@@ -1276,16 +1292,7 @@ async fn a_batch_looks_its_rows_up_by_key_without_statistics_on_postgres() {
     let Store::Postgres(pool) = &fresh.store else {
         unreachable!()
     };
-    sqlx::query(
-        "INSERT INTO read_models (projection, row_key, kind, scope, sort_key, doc)
-         SELECT projection, kind || '/' || n, kind, 'tenant/' || (n / 32), 'k' || n, '{}'
-           FROM (VALUES ('users', 'user', 1024), ('licenses', 'holder', 2048))
-                    AS p (projection, kind, count),
-                generate_series(1, count) AS n",
-    )
-    .execute(pool)
-    .await
-    .unwrap();
+    fill_read_models(pool, ("licenses", "holder")).await;
     let keys: Vec<String> = (1..=14)
         .map(|n| format!("user/{}", n * 70))
         .chain(["user/none".to_owned()])
@@ -1317,16 +1324,7 @@ async fn a_batch_deletes_its_rows_by_key_without_statistics_on_postgres() {
     let Store::Postgres(pool) = &fresh.store else {
         unreachable!()
     };
-    sqlx::query(
-        "INSERT INTO read_models (projection, row_key, kind, scope, sort_key, doc)
-         SELECT projection, kind || '/' || n, kind, 'tenant/' || (n / 32), 'k' || n, '{}'
-           FROM (VALUES ('users', 'user', 1024), ('timers', 'user', 2048))
-                    AS p (projection, kind, count),
-                generate_series(1, count) AS n",
-    )
-    .execute(pool)
-    .await
-    .unwrap();
+    fill_read_models(pool, ("timers", "user")).await;
     fresh.store.ensure_checkpoint("timers").await.unwrap();
     let mut at = fresh.store.checkpoint("timers").await.unwrap();
     let mut deleted = 0;
