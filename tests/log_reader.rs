@@ -1222,6 +1222,40 @@ async fn how_far_a_caught_up_consumer_has_read_costs_its_backlog_not_the_log_on_
         .checkpoint;
     assert_eq!(last.position, end);
     assert_eq!(fresh.store.lag_estimate(last).await.unwrap(), (0, None));
+    // `/readyz` asks every consumer's backlog on every probe: exact while short, and never
+    // counted past BACKLOG_COUNTED.
+    let (behind, oldest) = fresh.store.backlog(near_the_end).await.unwrap();
+    assert_eq!(behind, 1_000, "a short backlog is counted exactly");
+    assert!(oldest.is_some());
+    assert_eq!(fresh.store.backlog(last).await.unwrap(), (0, None));
+    let (behind, _) = fresh.store.backlog(Checkpoint::default()).await.unwrap();
+    assert_eq!(
+        behind, end,
+        "a long backlog: every position up to the log's end"
+    );
+    for kind in [PlanKind::Custom, PlanKind::Generic] {
+        let plan = fresh
+            .store
+            .explain_backlog(Checkpoint::default(), kind)
+            .await
+            .unwrap();
+        let most = plan
+            .iter()
+            .filter_map(|line| line.split(" rows=").nth(1))
+            .filter_map(|rows| {
+                rows.split(|c: char| !c.is_ascii_digit())
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .max()
+            .unwrap_or(0_i64);
+        assert!(
+            most <= seatledger::log::BACKLOG_COUNTED,
+            "counting a 100 000-event backlog read {most} rows ({kind:?} plan):\n{}",
+            plan.join("\n")
+        );
+    }
     // The slowest projection's checkpoint is there too: every projection-backed read asks
     // how far it has read.
     fresh.store.ensure_checkpoint("licenses").await.unwrap();
