@@ -225,6 +225,45 @@ pub struct RecordedEvent {
 }
 
 impl Store {
+    /// Up to `limit` events of one aggregate after sequence `after`, in order, as (sequence,
+    /// payload JSON).
+    pub async fn stream_page(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, String)>, sqlx::Error> {
+        match self {
+            Self::Postgres(pool) => {
+                sqlx::query_as(
+                    "SELECT sequence, payload::text FROM events
+                      WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3
+                      ORDER BY sequence LIMIT $4",
+                )
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+            }
+            Self::Sqlite(pool) => {
+                sqlx::query_as(
+                    "SELECT sequence, payload FROM events
+                      WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3
+                      ORDER BY sequence LIMIT $4",
+                )
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+            }
+        }
+    }
+
     /// One aggregate's events in order.
     pub async fn history(
         &self,

@@ -274,3 +274,82 @@ async fn long_tenant_streams_are_loaded_from_snapshots_on_postgres() {
     drop(cold);
     fresh.remove().await;
 }
+
+/// A cold load reads an aggregate's stream a page at a time (1 000 events): a stream longer
+/// than a page is applied whole, its last page included.
+async fn a_stream_longer_than_a_page_loads_whole(backend: Backend) {
+    const PAIRS: usize = 550;
+    let fresh = fresh_store(backend).await;
+    let any = AnyLedger::new(fresh.store.clone(), CommercialRules::default());
+    let at = Utc.with_ymd_and_hms(2026, 1, 1, 9, 0, 0).unwrap();
+    let tenant_id = Uuid::new_v4();
+    let user_id = Uuid::new_v4();
+    let metadata = Metadata::new();
+    with_ledger!(&any, ledger => {
+        ledger
+            .dispatch(FollowUp::Tenant { tenant_id, command: TenantCommand::CreateTenant {
+                tenant_id,
+                domain: DomainName::parse("contoso.onmicrosoft.com").unwrap(),
+                name: OrganisationName::parse("Contoso").unwrap(),
+                reseller_id: None,
+                at,
+            }}, &metadata)
+            .await
+            .unwrap();
+        ledger
+            .dispatch(FollowUp::Tenant { tenant_id, command: TenantCommand::RegisterUser {
+                user_id,
+                principal_domain: DomainName::parse("contoso.onmicrosoft.com").unwrap(),
+                fingerprint: PrincipalFingerprint::parse(&format!("{:064x}", 7)).unwrap(),
+                details: SealedDetails { key_id: user_id, ciphertext: "c2VhbGVk".into() },
+                role: UserRole::User,
+                at,
+            }}, &metadata)
+            .await
+            .unwrap();
+        for _ in 0..PAIRS {
+            for command in [UserCommand::DeleteUser { at }, UserCommand::RestoreUser { at }] {
+                ledger
+                    .dispatch(FollowUp::User { user_id, command }, &metadata)
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    let history = fresh
+        .store
+        .history("user", &user_id.to_string())
+        .await
+        .unwrap();
+    assert!(
+        history.len() > 1_000,
+        "the user's stream holds {} events, not more than a page",
+        history.len()
+    );
+    let last_of_first_page = &history[999];
+    assert_eq!(
+        last_of_first_page.event_type, "UserDeleted",
+        "{backend:?}: a load that stopped after one page would see a deleted user"
+    );
+    // Another instance, which has never seen the user, loads it cold.
+    let cold = AnyLedger::new(fresh.store.clone(), CommercialRules::default());
+    with_ledger!(&cold, ledger => {
+        let user = ledger.user(user_id).await.unwrap();
+        let status = &user.state.as_ref().expect("the user exists").status;
+        assert!(
+            matches!(status, UserStatus::Active),
+            "{backend:?}: the user's last event restored it, yet it loads as {status:?}"
+        );
+    });
+    fresh.remove().await;
+}
+
+#[tokio::test]
+async fn a_stream_longer_than_a_page_loads_whole_on_postgres() {
+    a_stream_longer_than_a_page_loads_whole(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn a_stream_longer_than_a_page_loads_whole_on_sqlite() {
+    a_stream_longer_than_a_page_loads_whole(Backend::Sqlite).await;
+}
