@@ -960,3 +960,29 @@ fn a_stale_report_of_an_earlier_deletion_releases_nothing() {
         })
         .then_expect_events(vec![]);
 }
+
+/// A snapshot is the state's JSON: read back, the registers (persistent maps, read entry by
+/// entry) hold every member and principal as they were.
+#[test]
+fn a_tenant_reads_back_from_its_snapshot_json() {
+    let mut tenant = Tenant::default();
+    tenant.apply(created());
+    tenant.apply(purchased(
+        Uuid::from_u128(9),
+        offers::BUSINESS_PREMIUM,
+        40,
+        false,
+    ));
+    let users: Vec<Uuid> = (1..=40).map(|n| Uuid::from_u128(1_000 + n)).collect();
+    for (n, user_id) in users.iter().enumerate() {
+        tenant.apply(registered(*user_id, n as u8));
+        if n % 3 == 0 {
+            tenant.apply(assigned(*user_id, "O365_BUSINESS_PREMIUM"));
+        }
+    }
+    let json = serde_json::to_string(&tenant).unwrap();
+    let read: Tenant = serde_json::from_str(&json).unwrap();
+    assert_eq!(read.members.len(), 40);
+    assert_eq!(read.principals.len(), 40);
+    assert_eq!(read, tenant);
+}
