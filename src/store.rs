@@ -234,34 +234,28 @@ impl Store {
         after: i64,
         limit: i64,
     ) -> Result<Vec<(i64, String)>, sqlx::Error> {
-        match self {
-            Self::Postgres(pool) => {
-                sqlx::query_as(
-                    "SELECT sequence, payload::text FROM events
-                      WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3
-                      ORDER BY sequence LIMIT $4",
-                )
+        // The payload is `json` on PostgreSQL, text on SQLite.
+        let sql = match self {
+            Self::Postgres(_) => {
+                "SELECT sequence, payload::text FROM events
+                  WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3
+                  ORDER BY sequence LIMIT $4"
+            }
+            Self::Sqlite(_) => {
+                "SELECT sequence, payload FROM events
+                  WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3
+                  ORDER BY sequence LIMIT $4"
+            }
+        };
+        crate::on_pool!(self, pool => {
+            sqlx::query_as(sql)
                 .bind(aggregate_type)
                 .bind(aggregate_id)
                 .bind(after)
                 .bind(limit)
                 .fetch_all(pool)
                 .await
-            }
-            Self::Sqlite(pool) => {
-                sqlx::query_as(
-                    "SELECT sequence, payload FROM events
-                      WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence > $3
-                      ORDER BY sequence LIMIT $4",
-                )
-                .bind(aggregate_type)
-                .bind(aggregate_id)
-                .bind(after)
-                .bind(limit)
-                .fetch_all(pool)
-                .await
-            }
-        }
+        })
     }
 
     /// One aggregate's events in order.
