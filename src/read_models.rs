@@ -4,7 +4,7 @@
 //! an event. The rows a batch reads are fetched once, in one query, before it is folded; a
 //! batch taken into several projections at once reads and writes all of theirs together.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use projections::rows::Writes;
@@ -516,8 +516,13 @@ pub(crate) async fn fetch_rows_of<K: AsRef<[String]>>(
     wanted: &[(&str, K)],
 ) -> Result<Vec<Vec<(String, Option<Row>)>>, sqlx::Error> {
     let table = table.name();
-    let mut found: std::collections::HashMap<(String, String), Row> =
-        std::collections::HashMap::new();
+    // By projection, then key: looked up by `&str`, without building a key per lookup.
+    let mut found: HashMap<String, HashMap<String, Row>> = HashMap::new();
+    let mut keep = |rows: Vec<Found>| {
+        for ((projection, key), row) in rows.into_iter().map(found_row) {
+            found.entry(projection).or_default().insert(key, row);
+        }
+    };
     match store {
         Store::Postgres(pool) => {
             let pairs: Vec<(&str, &String)> = wanted
@@ -533,7 +538,7 @@ pub(crate) async fn fetch_rows_of<K: AsRef<[String]>>(
                     .bind(keys)
                     .fetch_all(pool)
                     .await?;
-                found.extend(rows.into_iter().map(found_row));
+                keep(rows);
             }
         }
         Store::Sqlite(pool) => {
@@ -549,7 +554,7 @@ pub(crate) async fn fetch_rows_of<K: AsRef<[String]>>(
                         query = query.bind(key);
                     }
                     let rows = query.fetch_all(pool).await?;
-                    found.extend(rows.into_iter().map(found_row));
+                    keep(rows);
                 }
             }
         }
@@ -560,7 +565,9 @@ pub(crate) async fn fetch_rows_of<K: AsRef<[String]>>(
             keys.as_ref()
                 .iter()
                 .map(|key| {
-                    let row = found.remove(&((*projection).to_owned(), key.clone()));
+                    let row = found
+                        .get_mut(*projection)
+                        .and_then(|rows| rows.remove(key.as_str()));
                     (key.clone(), row)
                 })
                 .collect()
