@@ -1,7 +1,7 @@
 //! The service's one clock. With the sandbox clock on, it can be set and advanced (like a
 //! payment provider's test clock) so that windows close and timers fire without waiting.
 
-use std::sync::RwLock;
+use std::sync::{PoisonError, RwLock};
 
 use chrono::{DateTime, Duration, Utc};
 
@@ -32,51 +32,73 @@ impl Clock {
 
     /// The current instant.
     pub fn now(&self) -> DateTime<Utc> {
-        let offset = self
-            .sandbox
-            .as_ref()
-            .map(|offset| *offset.read().expect("clock lock"))
-            .unwrap_or_else(Duration::zero);
-        Utc::now() + offset
+        let offset = self.offset().unwrap_or_else(Duration::zero);
+        Utc::now()
+            .checked_add_signed(offset)
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 
-    /// Moves a sandbox clock forward; `None` for the system clock or a negative step.
-    pub fn advance(&self, by: Duration) -> Option<DateTime<Utc>> {
+    /// Moves a sandbox clock forward by `by`, at most [`MAX_AHEAD`] past the system clock.
+    pub fn advance(&self, by: Duration) -> Result<DateTime<Utc>, ClockRefusal> {
         if by < Duration::zero() {
-            return None;
+            return Err(ClockRefusal::Backwards);
         }
-        let mut offset = self.sandbox.as_ref()?.write().expect("clock lock");
-        *offset += by;
+        let lock = self.sandbox.as_ref().ok_or(ClockRefusal::NotSandbox)?;
+        // A lock left poisoned by a panic elsewhere still holds a whole Duration: take it.
+        let mut offset = lock.write().unwrap_or_else(PoisonError::into_inner);
+        let moved = offset
+            .checked_add(&by)
+            .filter(|moved| *moved <= MAX_AHEAD)
+            .ok_or(ClockRefusal::TooFar)?;
+        *offset = moved;
         drop(offset);
-        Some(self.now())
+        Ok(self.now())
     }
 
     /// How far a sandbox clock is ahead of the system clock.
     pub fn offset(&self) -> Option<Duration> {
         self.sandbox
             .as_ref()
-            .map(|offset| *offset.read().expect("clock lock"))
+            .map(|offset| *offset.read().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Takes over an offset another instance (or an earlier run) set, if it is further ahead:
     /// instances over one store share one sandbox time, which never goes backwards.
     pub fn adopt(&self, offset: Duration) {
         if let Some(current) = &self.sandbox {
-            let mut current = current.write().expect("clock lock");
-            if offset > *current {
+            let mut current = current.write().unwrap_or_else(PoisonError::into_inner);
+            if offset > *current && offset <= MAX_AHEAD {
                 *current = offset;
             }
         }
     }
 
     /// Sets a sandbox clock to `to`; time never goes backwards, so an earlier instant is refused.
-    pub fn set(&self, to: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub fn set(&self, to: DateTime<Utc>) -> Result<DateTime<Utc>, ClockRefusal> {
         let now = self.now();
         if to < now {
-            return None;
+            return Err(ClockRefusal::Backwards);
         }
-        self.advance(to - now)
+        self.advance(to.signed_duration_since(now))
     }
+}
+
+/// How far the sandbox clock may run ahead of the system clock: a century covers every term,
+/// window and retention the books know, and keeps every instant far from chrono's limits.
+pub const MAX_AHEAD: Duration = Duration::days(100 * 366);
+
+/// Why the clock did not move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ClockRefusal {
+    /// Only the sandbox clock moves.
+    #[error("the clock is the system clock: start the service with --sandbox-clock")]
+    NotSandbox,
+    /// Time never goes backwards.
+    #[error("must not be before the clock's current time: time never goes backwards")]
+    Backwards,
+    /// Past [`MAX_AHEAD`].
+    #[error("would take the sandbox clock more than 100 years past the system clock")]
+    TooFar,
 }
 
 impl crate::store::Store {
@@ -114,12 +136,37 @@ mod tests {
 
     #[test]
     fn only_the_sandbox_clock_moves_and_never_backwards() {
-        assert!(Clock::system().advance(Duration::days(1)).is_none());
+        assert_eq!(
+            Clock::system().advance(Duration::days(1)),
+            Err(ClockRefusal::NotSandbox)
+        );
         let clock = Clock::sandbox();
         let start = clock.now();
         let later = clock.advance(Duration::days(30)).unwrap();
         assert!(later - start >= Duration::days(30));
-        assert!(clock.set(start).is_none());
-        assert!(clock.advance(Duration::seconds(-1)).is_none());
+        assert_eq!(clock.set(start), Err(ClockRefusal::Backwards));
+        assert_eq!(
+            clock.advance(Duration::seconds(-1)),
+            Err(ClockRefusal::Backwards)
+        );
+    }
+
+    #[test]
+    fn the_sandbox_clock_refuses_to_run_past_a_century_and_keeps_working() {
+        let clock = Clock::sandbox();
+        assert_eq!(clock.advance(Duration::MAX), Err(ClockRefusal::TooFar));
+        assert_eq!(
+            clock.advance(MAX_AHEAD + Duration::seconds(1)),
+            Err(ClockRefusal::TooFar)
+        );
+        assert_eq!(
+            clock.set(DateTime::<Utc>::MAX_UTC),
+            Err(ClockRefusal::TooFar)
+        );
+        // Refused steps leave the clock as it was, and it still moves.
+        assert_eq!(clock.offset(), Some(Duration::zero()));
+        assert!(clock.advance(Duration::days(365)).is_ok());
+        clock.adopt(Duration::MAX);
+        assert!(clock.offset().unwrap() < MAX_AHEAD);
     }
 }

@@ -64,6 +64,15 @@ pub struct ServeSettings {
     /// How log lines are written.
     #[arg(long, env = "SEATLEDGER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+
+    /// Hours an `Idempotency-Key`'s answer is kept; a retry after that runs as a new request.
+    #[arg(
+        long,
+        env = "SEATLEDGER_IDEMPOTENCY_TTL_HOURS",
+        default_value_t = 24,
+        value_parser = clap::value_parser!(u32).range(1..=8760)
+    )]
+    pub idempotency_ttl_hours: u32,
 }
 
 /// Settings of the JetStream publisher.

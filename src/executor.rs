@@ -270,14 +270,15 @@ where
                 }
                 Err(error) => {
                     let message = error.to_string();
-                    let conflict = matches!(error, LedgerError::Conflict);
                     break commands
                         .iter()
                         .map(|_| {
-                            Err(if conflict {
-                                LedgerError::Conflict
-                            } else {
-                                LedgerError::Store(message.clone())
+                            Err(match &error {
+                                LedgerError::Conflict => LedgerError::Conflict,
+                                LedgerError::Unavailable(reason) => {
+                                    LedgerError::Unavailable(reason.clone())
+                                }
+                                _ => LedgerError::Store(message.clone()),
                             })
                         })
                         .collect();
@@ -384,7 +385,7 @@ where
                 *state = Some(before);
                 return Err(LedgerError::Conflict);
             }
-            Err(AppendError::Store(error)) => return Err(LedgerError::Store(error.to_string())),
+            Err(AppendError::Store(error)) => return Err(LedgerError::from_store(error)),
         };
         // Wakes this instance's log consumers at once instead of at their next poll.
         self.commits
@@ -463,7 +464,7 @@ where
                     COLD_LOAD_PAGE,
                 )
                 .await
-                .map_err(|error| LedgerError::Store(error.to_string()))?;
+                .map_err(LedgerError::from_store)?;
             let full = page.len() as i64 == COLD_LOAD_PAGE;
             for (sequence, payload) in page {
                 let event: A::Event = serde_json::from_str(&payload).map_err(|error| {
@@ -494,7 +495,7 @@ where
             .store
             .load_snapshot::<A>(A::TYPE, aggregate_id)
             .await
-            .map_err(|error| LedgerError::Store(error.to_string()))?;
+            .map_err(LedgerError::from_store)?;
         let Some((sequence, decoded)) = snapshot else {
             return Ok(from_start);
         };
@@ -538,6 +539,10 @@ fn encoding(error: serde_json::Error) -> LedgerError {
 fn persistence(error: PersistenceError) -> LedgerError {
     match error {
         PersistenceError::OptimisticLockError => LedgerError::Conflict,
+        PersistenceError::ConnectionError(error) => LedgerError::Unavailable(error.to_string()),
+        PersistenceError::UnknownError(error) if crate::store::is_unreachable_dyn(&*error) => {
+            LedgerError::Unavailable(error.to_string())
+        }
         other => LedgerError::Store(other.to_string()),
     }
 }

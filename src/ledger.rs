@@ -45,9 +45,24 @@ pub enum LedgerError {
     /// Other writers kept winning the race for the same aggregate.
     #[error("the aggregate kept changing under the command; try again")]
     Conflict,
+    /// The store could not be reached (or is not taking work now): the command may be
+    /// retried once it is back.
+    #[error("event store unreachable: {0}")]
+    Unavailable(String),
     /// The store failed.
     #[error("event store failure: {0}")]
     Store(String),
+}
+
+impl LedgerError {
+    /// A store error, told apart by whether the store could be reached at all.
+    pub fn from_store(error: sqlx::Error) -> Self {
+        if crate::store::is_unreachable(&error) {
+            Self::Unavailable(error.to_string())
+        } else {
+            Self::Store(error.to_string())
+        }
+    }
 }
 
 impl From<AggregateError<DomainError>> for LedgerError {
@@ -55,6 +70,10 @@ impl From<AggregateError<DomainError>> for LedgerError {
         match error {
             AggregateError::UserError(domain) => Self::Domain(domain),
             AggregateError::AggregateConflict => Self::Conflict,
+            AggregateError::DatabaseConnectionError(error) => Self::Unavailable(error.to_string()),
+            AggregateError::UnexpectedError(error) if crate::store::is_unreachable_dyn(&*error) => {
+                Self::Unavailable(error.to_string())
+            }
             other => Self::Store(other.to_string()),
         }
     }
@@ -299,7 +318,7 @@ fn landed<A: Aggregate>(id: String, committed: &Committed<A>) -> Option<Landed> 
 }
 
 fn store_error(error: sqlx::Error) -> LedgerError {
-    LedgerError::Store(error.to_string())
+    LedgerError::from_store(error)
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! commands and their process managers, the log's consumers (read models, timers, key
 //! shredding) and the HTTP API.
 
+pub mod access;
 pub mod append;
 pub mod auth;
 pub mod clock;
@@ -253,6 +254,9 @@ pub async fn start(
             publisher,
             tenancy,
             closing: std::sync::Arc::new(tokio::sync::watch::channel(false).0),
+            idempotency: std::sync::Arc::new(http::idempotency::Retention::new(
+                chrono::Duration::hours(i64::from(settings.idempotency_ttl_hours)),
+            )),
         },
         generated,
     ))

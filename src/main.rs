@@ -44,6 +44,27 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
     }
+    // A panic is one log event in the log's own format (a JSON log stays one object a line),
+    // with where it happened; the default hook's plain-text lines would break that.
+    std::panic::set_hook(Box::new(|panic| {
+        let message = panic
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("a panic without a message");
+        let location = panic
+            .location()
+            .map(|location| format!("{}:{}", location.file(), location.line()))
+            .unwrap_or_default();
+        let thread = std::thread::current();
+        tracing::error!(
+            panic = message,
+            %location,
+            thread = thread.name().unwrap_or("unnamed"),
+            "panic"
+        );
+    }));
 }
 
 async fn shutdown_signal() {

@@ -49,6 +49,40 @@ macro_rules! on_pool {
     };
 }
 
+/// Whether a store error says the database could not be reached or is not taking work now
+/// (rather than that a statement was wrong): the same request may succeed once it is back,
+/// so callers answer 503 with `Retry-After`, not 500.
+pub fn is_unreachable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(database) => database.code().is_some_and(|code| {
+            // PostgreSQL: connection exceptions (08…), shutdowns and restarts (57P…), too
+            // many connections (53300); SQLite: busy or locked past the busy timeout.
+            code.starts_with("08")
+                || code.starts_with("57P")
+                || code == "53300"
+                || matches!(code.as_ref(), "5" | "6" | "261" | "262" | "517")
+        }),
+        _ => false,
+    }
+}
+
+/// [`is_unreachable`] for an error that may hide a `sqlx::Error` inside (cqrs-es boxes them).
+pub fn is_unreachable_dyn(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(error) = current {
+        if let Some(sqlx) = error.downcast_ref::<sqlx::Error>() {
+            return is_unreachable(sqlx);
+        }
+        current = error.source();
+    }
+    false
+}
+
 /// An open connection pool to one of the supported backends.
 #[derive(Debug, Clone)]
 pub enum Store {
@@ -92,7 +126,11 @@ impl Store {
             // plans), so every connection uses the generic one.
             let pool = PgPoolOptions::new()
                 .max_connections(16)
-                .acquire_timeout(Duration::from_secs(10))
+                // While PostgreSQL is down every request waits this long for a connection
+                // before answering 503: long enough to ride out a busy moment (a request
+                // holds a connection for milliseconds), short enough that clients hear of an
+                // outage quickly.
+                .acquire_timeout(Duration::from_secs(3))
                 .after_connect(|connection, _| {
                     Box::pin(async move {
                         sqlx::Executor::execute(

@@ -104,15 +104,25 @@ impl Vault {
         user_id: Uuid,
         details: &PersonalDetails,
     ) -> Result<SealedDetails, VaultError> {
+        let plaintext = serde_json::to_vec(details).expect("details serialise");
+        self.seal_bytes(user_id, &plaintext).await
+    }
+
+    /// Seals any bytes that are the user's personal data (a stored answer that names them, for
+    /// one) under the user's key, so that they go with the key at purge.
+    pub async fn seal_bytes(
+        &self,
+        user_id: Uuid,
+        plaintext: &[u8],
+    ) -> Result<SealedDetails, VaultError> {
         let key = self.key_for_sealing(user_id).await?;
         let cipher = XChaCha20Poly1305::new(&key.into());
         let nonce = random_bytes::<NONCE_LEN>();
-        let plaintext = serde_json::to_vec(details).expect("details serialise");
         let sealed = cipher
             .encrypt(
                 XNonce::from_slice(&nonce),
                 Payload {
-                    msg: &plaintext,
+                    msg: plaintext,
                     aad: user_id.as_bytes(),
                 },
             )
@@ -132,6 +142,34 @@ impl Vault {
     ) -> Result<Option<PersonalDetails>, VaultError> {
         let key = self.live_key(sealed.key_id).await?;
         Ok(key.and_then(|key| open_sealed(&key, sealed)))
+    }
+
+    /// Unseals bytes sealed by [`Vault::seal_bytes`]; `None` once the key is destroyed.
+    pub async fn unseal_bytes(
+        &self,
+        sealed: &SealedDetails,
+    ) -> Result<Option<Vec<u8>>, VaultError> {
+        let key = self.live_key(sealed.key_id).await?;
+        Ok(key.and_then(|key| open_bytes(&key, sealed)))
+    }
+
+    /// A digest of `parts` under the service's secret: equal inputs give equal digests, but
+    /// nobody without the secret can test a guess of what went in (a request body that names
+    /// a person, for one).
+    pub fn keyed_digest(&self, parts: &[&[u8]]) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.fingerprint_key)
+            .expect("HMAC takes any key length");
+        // Domain separation from the principal-name fingerprints under the same secret.
+        mac.update(b"seatledger keyed digest\0");
+        for part in parts {
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part);
+        }
+        mac.finalize()
+            .into_bytes()
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
     }
 
     /// Unseals many users' details with one key query per thousand users (a list of a large
@@ -277,13 +315,18 @@ impl Vault {
 /// The details sealed under `key`; `None` when the bytes do not open (tampered with, or sealed
 /// under another key).
 fn open_sealed(key: &[u8; 32], sealed: &SealedDetails) -> Option<PersonalDetails> {
+    serde_json::from_slice(&open_bytes(key, sealed)?).ok()
+}
+
+/// The bytes sealed under `key`; `None` when they do not open.
+fn open_bytes(key: &[u8; 32], sealed: &SealedDetails) -> Option<Vec<u8>> {
     let bytes = BASE64.decode(&sealed.ciphertext).ok()?;
     if bytes.len() <= NONCE_LEN {
         return None;
     }
     let (nonce, body) = bytes.split_at(NONCE_LEN);
     let cipher = XChaCha20Poly1305::new(key.into());
-    let plain = cipher
+    cipher
         .decrypt(
             XNonce::from_slice(nonce),
             Payload {
@@ -291,6 +334,5 @@ fn open_sealed(key: &[u8; 32], sealed: &SealedDetails) -> Option<PersonalDetails
                 aad: sealed.key_id.as_bytes(),
             },
         )
-        .ok()?;
-    serde_json::from_slice(&plain).ok()
+        .ok()
 }

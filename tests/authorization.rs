@@ -157,7 +157,6 @@ fn allowed(method: &str, path: &str, role: &str) -> bool {
             "support",
             "auditor",
         ],
-        ("GET", "/v1/offers") | ("GET", "/v1/offers/{offer_id}") => &everyone_in_scope,
         ("POST", "/v1/tokens")
         | ("POST", "/v1/offers")
         | ("POST", "/v1/resellers")
@@ -168,10 +167,11 @@ fn allowed(method: &str, path: &str, role: &str) -> bool {
             &["admin", "reseller", "support", "auditor"]
         }
         ("POST", "/v1/billing-profiles") | ("POST", "/v1/tenants") => &["admin", "reseller"],
-        ("GET", "/v1/tenants/{tenant_id}") => &everyone_in_scope,
-        ("GET", "/v1/users/{user_id}")
-        | ("GET", "/v1/tenants/{tenant_id}/licenses")
-        | ("GET", "/v1/tenants/{tenant_id}/users") => &everyone_in_scope,
+        // A password admin reads users and resets passwords, nothing else: not the tenant,
+        // not its licence view, not the catalog.
+        ("GET", "/v1/users/{user_id}") | ("GET", "/v1/tenants/{tenant_id}/users") => {
+            &everyone_in_scope
+        }
         ("POST", "/v1/users/{user_id}:reset-password") => {
             &["admin", "reseller", "customer_admin", "password_admin"]
         }
@@ -295,4 +295,242 @@ async fn authorization_matrix_on_postgres() {
 #[tokio::test]
 async fn authorization_matrix_on_sqlite() {
     matrix(Backend::Sqlite).await;
+}
+
+/// Rows in the idempotency table (a caller without a valid token must not write any).
+async fn idempotency_rows(app: &TestApp) -> i64 {
+    match &app.fresh.store {
+        seatledger::store::Store::Postgres(pool) => {
+            sqlx::query_scalar("SELECT count(*) FROM idempotency_keys")
+                .fetch_one(pool)
+                .await
+                .unwrap()
+        }
+        seatledger::store::Store::Sqlite(pool) => {
+            sqlx::query_scalar("SELECT count(*) FROM idempotency_keys")
+                .fetch_one(pool)
+                .await
+                .unwrap()
+        }
+    }
+}
+
+async fn ownership_scopes_and_strangers(backend: Backend) {
+    let app = spawn_app_with(backend, true).await;
+    let world = world(&app).await;
+    let admin = app.admin_token.clone();
+    let customer = created(
+        &app,
+        "/v1/tokens",
+        json!({"role": "customer_admin", "tenant_id": world.tenant_id}),
+    )
+    .await["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let rival = created(&app, "/v1/resellers", json!({"name": "Rival"})).await;
+    let rival_profile = created(
+        &app,
+        "/v1/billing-profiles",
+        json!({"name": "Rival's", "currency": "USD", "reseller_id": rival["id"]}),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let unknown_profile = uuid::Uuid::new_v4().to_string();
+
+    // A customer admin cannot bill another reseller's profile, and cannot tell it from an
+    // unknown one; neither can it move its subscription onto it.
+    let purchase = format!("/v1/tenants/{}/subscriptions", world.tenant_id);
+    let mut answers = Vec::new();
+    for profile in [&rival_profile, &unknown_profile] {
+        let (status, text) = send(
+            &app,
+            "POST",
+            &purchase,
+            Some(&customer),
+            Some(
+                json!({"offer_id": BUSINESS_PREMIUM, "quantity": 1, "billing_profile_id": profile}),
+            ),
+        )
+        .await;
+        let body: Value = serde_json::from_str(&text).unwrap();
+        answers.push((
+            status,
+            body["code"].clone(),
+            body["field"].clone(),
+            body["title"].clone(),
+        ));
+        let (status, text) = send(
+            &app,
+            "PUT",
+            &format!(
+                "/v1/subscriptions/{}/billing-profile",
+                world.subscription_id
+            ),
+            Some(&customer),
+            Some(json!({"billing_profile_id": profile})),
+        )
+        .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{text}");
+    }
+    assert_eq!(
+        answers[0], answers[1],
+        "a foreign profile answers as an unknown one"
+    );
+    assert_eq!(answers[0].0, StatusCode::UNPROCESSABLE_ENTITY);
+    // Its own reseller's profile it may use.
+    let (status, text) = send(
+        &app,
+        "POST",
+        &purchase,
+        Some(&customer),
+        Some(json!({"offer_id": BUSINESS_PREMIUM, "quantity": 1, "billing_profile_id": world.billing_profile_id})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED, "{text}");
+
+    // Tokens are scoped to things that exist.
+    for (body, field) in [
+        (
+            json!({"role": "reseller", "reseller_id": uuid::Uuid::new_v4()}),
+            "reseller_id",
+        ),
+        (
+            json!({"role": "customer_admin", "tenant_id": uuid::Uuid::new_v4()}),
+            "tenant_id",
+        ),
+    ] {
+        let (status, text) = send(&app, "POST", "/v1/tokens", Some(&admin), Some(body)).await;
+        let problem: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            (status, problem["field"].clone()),
+            (StatusCode::UNPROCESSABLE_ENTITY, json!(field)),
+            "{text}"
+        );
+    }
+
+    // A stranger costs nothing: no idempotency row, no wait for a position, and a wrong token
+    // is told apart from a missing one.
+    let rows_before = idempotency_rows(&app).await;
+    for _ in 0..5 {
+        let response = app
+            .client
+            .post(app.url("/v1/resellers"))
+            .bearer_auth("sl_not_a_token")
+            .header("idempotency-key", uuid::Uuid::new_v4().to_string())
+            .json(&json!({"name": "Mallory"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    }
+    assert_eq!(idempotency_rows(&app).await, rows_before);
+    let (status, wrong) = send(
+        &app,
+        "GET",
+        &format!(
+            "/v1/tenants/{}/licenses?min_position=999999999",
+            world.tenant_id
+        ),
+        Some("sl_not_a_token"),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (_, missing) = send(&app, "GET", "/v1/offers", None, None).await;
+    assert_ne!(
+        wrong, missing,
+        "a wrong token and a missing one get different words"
+    );
+
+    // A position on an unknown resource is a 404, and one beyond the log's end does not wait.
+    let (status, _) = send(
+        &app,
+        "GET",
+        &format!(
+            "/v1/tenants/{}/licenses?min_position=999999999",
+            uuid::Uuid::new_v4()
+        ),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, text) = send(
+        &app,
+        "GET",
+        &format!(
+            "/v1/tenants/{}/licenses?min_position=999999999",
+            world.tenant_id
+        ),
+        Some(&admin),
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{text}");
+
+    // Unknown routes, wrong methods and bad query strings are problem documents too.
+    for (method, path, expected) in [
+        ("GET", "/v1/nowhere".to_owned(), StatusCode::NOT_FOUND),
+        (
+            "DELETE",
+            "/v1/offers".to_owned(),
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            "GET",
+            format!("/v1/subscriptions/{}:cancel", world.subscription_id),
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
+        (
+            "GET",
+            format!(
+                "/v1/tenants/{}/users?include_deleted=perhaps",
+                world.tenant_id
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "GET",
+            "/v1/events?limit=many".to_owned(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+    ] {
+        let response = app
+            .client
+            .request(
+                Method::from_bytes(method.as_bytes()).unwrap(),
+                app.url(&path),
+            )
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|value| value.to_str().unwrap().to_owned());
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert_eq!(status, expected, "{method} {path}: {body}");
+        assert_eq!(
+            content_type.as_deref(),
+            Some("application/problem+json"),
+            "{method} {path}"
+        );
+        assert_eq!(body["status"], json!(expected.as_u16()), "{body}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn billing_ownership_token_scopes_and_unauthenticated_callers_on_postgres() {
+    ownership_scopes_and_strangers(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn billing_ownership_token_scopes_and_unauthenticated_callers_on_sqlite() {
+    ownership_scopes_and_strangers(Backend::Sqlite).await;
 }

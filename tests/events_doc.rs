@@ -647,6 +647,13 @@ async fn run_workload(work: &Workload<'_>) {
             json!({"name": "Contoso", "currency": "USD"}),
         )
         .await;
+    // A reseller's tenant is billed on that reseller's profiles only.
+    let northwind_profile = work
+        .create(
+            "/v1/billing-profiles",
+            json!({"name": "Northwind USD", "currency": "USD", "reseller_id": reseller}),
+        )
+        .await;
     let other_profile = work
         .create(
             "/v1/billing-profiles",
@@ -677,10 +684,14 @@ async fn run_workload(work: &Workload<'_>) {
     // Subscriptions and seats: 2 Business Premium seats (one added, one removed), an add-on
     // on it, and E1 to be upgraded.
     let premium = work
-        .purchase(&contoso, BUSINESS_PREMIUM, 2, &profile, false)
+        .purchase(&contoso, BUSINESS_PREMIUM, 2, &northwind_profile, false)
         .await;
-    let archiving = work.purchase(&contoso, ARCHIVING, 2, &profile, false).await;
-    let e1 = work.purchase(&contoso, E1, 2, &profile, false).await;
+    let archiving = work
+        .purchase(&contoso, ARCHIVING, 2, &northwind_profile, false)
+        .await;
+    let e1 = work
+        .purchase(&contoso, E1, 2, &northwind_profile, false)
+        .await;
     work.post(
         &format!("/v1/subscriptions/{premium}/licenses:add"),
         json!({"count": 1}),

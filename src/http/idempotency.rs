@@ -1,158 +1,615 @@
-//! `Idempotency-Key` on POST: the same key and body return the first response and write nothing
+//! `Idempotency-Key` on POST: the same key and body return the first answer and write nothing
 //! new; the same key with another body is refused (422); a repeat while the first is still
 //! running is told to wait (409).
+//!
+//! What is kept of an answer is kept with care: a secret (an issued token, a temporary
+//! password) is never stored — a replay says it was shown once —, a user's personal details
+//! are sealed under that user's key like the events' (so a purge makes them unreadable here
+//! too), the request is remembered by a keyed digest only, and every stored answer expires
+//! (24 hours unless configured otherwise).
+//!
+//! A run whose answer is lost (a 5xx after the command may have committed, a crash) leaves its
+//! key unsettled: the retry looks in the log for the events the attempt wrote, and answers
+//! what it finds instead of running the command a second time.
 
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aggregates::personal::SealedDetails;
 use axum::body::{to_bytes, Body};
 use axum::extract::{Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use sha2::{Digest, Sha256};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
 
 use super::problem::ApiError;
-use super::{AppState, MAX_BODY_BYTES};
+use super::{AppState, MAX_BODY_BYTES, REQUEST};
+use crate::auth::Principal;
 use crate::store::Store;
+use crate::vault::Vault;
 
-/// Responses are kept as long as this (they are small: command answers).
+/// Answers larger than this are not kept (command answers are small).
 const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 
-fn hex_digest(parts: &[&[u8]]) -> String {
-    let mut hasher = Sha256::new();
-    for part in parts {
-        hasher.update((part.len() as u64).to_be_bytes());
-        hasher.update(part);
+/// Fields whose values are secrets shown once: never stored.
+const SECRET_FIELDS: [&str; 2] = ["token", "temporary_password"];
+
+/// Fields that are a user's personal data: stored sealed under the user's key.
+const PERSONAL_FIELDS: [&str; 5] = [
+    "user_principal_name",
+    "first_name",
+    "last_name",
+    "display_name",
+    "location",
+];
+
+/// Where a stored answer keeps the sealed personal fields of the object they belonged to.
+const SEALED_FIELD: &str = "sealed_personal_data";
+
+/// What a replay says in place of a secret.
+const SECRET_WITHHELD: &str = "secret_withheld";
+
+/// A run still marked as running after this long has ended without settling (the instance
+/// died): a retry treats it as unsettled.
+const RUNNING_LIMIT: Duration = Duration::from_secs(60);
+
+/// How often an instance deletes expired keys.
+const SWEEP_EVERY: Duration = Duration::from_secs(600);
+
+/// This instance's keyed requests: how long their answers are kept (`--idempotency-ttl-hours`)
+/// and which attempts are running here now.
+#[derive(Debug)]
+pub struct Retention {
+    ttl: chrono::Duration,
+    last_sweep: AtomicI64,
+    /// Begins every attempt id this instance makes: an attempt of this instance that is not
+    /// running here any more has ended, whatever its row says.
+    instance: String,
+    running: Mutex<HashSet<String>>,
+}
+
+impl Retention {
+    /// Answers kept for `ttl`.
+    pub fn new(ttl: chrono::Duration) -> Self {
+        Self {
+            ttl,
+            last_sweep: AtomicI64::new(0),
+            instance: format!("{}/", Uuid::new_v4().simple()),
+            running: Mutex::default(),
+        }
     }
-    hasher
-        .finalize()
-        .iter()
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+
+    /// A new attempt id of this instance.
+    fn new_attempt(&self) -> String {
+        format!("{}{}", self.instance, Uuid::new_v4().simple())
+    }
+
+    /// Whether an attempt whose row says it is still running has in fact ended: one of this
+    /// instance's that no longer runs here (it ended without settling its row, say while the
+    /// store was unreachable), or any that has run implausibly long (another instance's that
+    /// died; a restarted process is a new instance).
+    fn has_ended(&self, attempt: &str, age_seconds: f64) -> bool {
+        let ours_and_gone = attempt.starts_with(&self.instance)
+            && !self
+                .running
+                .lock()
+                .expect("attempts lock")
+                .contains(attempt);
+        ours_and_gone || age_seconds > RUNNING_LIMIT.as_secs_f64()
+    }
+
+    /// Marks `attempt` as running here until the guard drops (however the request ends).
+    fn run(self: &Arc<Self>, attempt: &str) -> Running {
+        self.running
+            .lock()
+            .expect("attempts lock")
+            .insert(attempt.to_owned());
+        Running {
+            retention: self.clone(),
+            attempt: attempt.to_owned(),
+        }
+    }
+
+    /// Keys created before this instant are expired.
+    fn cutoff(&self) -> chrono::DateTime<chrono::Utc> {
+        chrono::Utc::now() - self.ttl
+    }
+
+    /// Whether this call should sweep (at most once per [`SWEEP_EVERY`] per instance).
+    fn sweep_due(&self) -> bool {
+        let now = chrono::Utc::now().timestamp();
+        let last = self.last_sweep.load(Ordering::Relaxed);
+        now - last >= SWEEP_EVERY.as_secs() as i64
+            && self
+                .last_sweep
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
+/// An attempt running on this instance, for as long as this lives.
+struct Running {
+    retention: Arc<Retention>,
+    attempt: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(mut running) = self.retention.running.lock() {
+            running.remove(&self.attempt);
+        }
+    }
+}
+
+/// A key's row.
+#[derive(Debug)]
+struct StoredKey {
+    request_hash: String,
+    status: Option<i32>,
+    body: Option<Vec<u8>>,
+    attempt: String,
+    log_start: i64,
+    unsettled: bool,
+    /// Seconds since the row was (re)claimed.
+    age_seconds: f64,
 }
 
 enum Claim {
-    /// This request runs; its response is to be recorded.
-    Fresh,
-    /// A completed first response to return.
+    /// This request runs as attempt `attempt`; its answer is to be recorded.
+    Fresh { attempt: String },
+    /// A completed first answer to return.
     Replay(u16, Vec<u8>),
     /// The key was used with another request.
     Mismatch,
     /// The first request with this key is still running.
     InProgress,
+    /// An earlier attempt ended without a recorded answer: what it wrote must be looked for.
+    Unsettled(StoredKey),
 }
 
-/// A stored key: the request's hash, and the first response once it completed.
-type StoredKey = (String, Option<i32>, Option<Vec<u8>>);
+/// The key's table, on either backend.
+struct Keys<'a> {
+    store: &'a Store,
+    caller: String,
+    key: &'a str,
+}
 
-async fn claim(
-    store: &Store,
-    caller: &str,
-    key: &str,
-    request_hash: &str,
-) -> Result<Claim, sqlx::Error> {
-    let (inserted, row): (u64, Option<StoredKey>) = match store {
-        Store::Postgres(pool) => {
-            let inserted = sqlx::query(
-                "INSERT INTO idempotency_keys (caller, key, request_hash) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            )
-            .bind(caller)
-            .bind(key)
-            .bind(request_hash)
-            .execute(pool)
-            .await?
-            .rows_affected();
-            let row = sqlx::query_as(
-                "SELECT request_hash, status, body FROM idempotency_keys WHERE caller = $1 AND key = $2",
-            )
-            .bind(caller)
-            .bind(key)
-            .fetch_optional(pool)
-            .await?;
-            (inserted, row)
+impl Keys<'_> {
+    async fn delete_expired_one(
+        &self,
+        cutoff: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(), sqlx::Error> {
+        match self.store {
+            Store::Postgres(pool) => {
+                sqlx::query("DELETE FROM idempotency_keys WHERE caller = $1 AND key = $2 AND created_at < $3")
+                    .bind(&self.caller)
+                    .bind(self.key)
+                    .bind(cutoff)
+                    .execute(pool)
+                    .await?;
+            }
+            Store::Sqlite(pool) => {
+                sqlx::query(
+                    "DELETE FROM idempotency_keys WHERE caller = ? AND key = ? AND created_at < ?",
+                )
+                .bind(&self.caller)
+                .bind(self.key)
+                .bind(sqlite_instant(cutoff))
+                .execute(pool)
+                .await?;
+            }
         }
-        Store::Sqlite(pool) => {
-            let inserted = sqlx::query(
-                "INSERT INTO idempotency_keys (caller, key, request_hash) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-            )
-            .bind(caller)
-            .bind(key)
-            .bind(request_hash)
-            .execute(pool)
-            .await?
-            .rows_affected();
-            let row = sqlx::query_as(
-                "SELECT request_hash, status, body FROM idempotency_keys WHERE caller = ? AND key = ?",
-            )
-            .bind(caller)
-            .bind(key)
-            .fetch_optional(pool)
-            .await?;
-            (inserted, row)
-        }
-    };
-    if inserted == 1 {
-        return Ok(Claim::Fresh);
+        Ok(())
     }
-    Ok(match row {
-        Some((hash, _, _)) if hash != request_hash => Claim::Mismatch,
-        Some((_, Some(status), body)) => Claim::Replay(status as u16, body.unwrap_or_default()),
-        Some((_, None, _)) => Claim::InProgress,
-        // Released between our insert and read: treat as running, the client retries.
-        None => Claim::InProgress,
+
+    /// Inserts the key as a new attempt; `false` when it was there already.
+    async fn insert(
+        &self,
+        request_hash: &str,
+        attempt: &str,
+        log_start: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let inserted = match self.store {
+            Store::Postgres(pool) => sqlx::query(
+                "INSERT INTO idempotency_keys (caller, key, request_hash, attempt, log_start)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(&self.caller)
+            .bind(self.key)
+            .bind(request_hash)
+            .bind(attempt)
+            .bind(log_start)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+            Store::Sqlite(pool) => sqlx::query(
+                "INSERT INTO idempotency_keys (caller, key, request_hash, attempt, log_start)
+                 VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+            )
+            .bind(&self.caller)
+            .bind(self.key)
+            .bind(request_hash)
+            .bind(attempt)
+            .bind(log_start)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+        };
+        Ok(inserted == 1)
+    }
+
+    async fn read(&self) -> Result<Option<StoredKey>, sqlx::Error> {
+        type Row = (String, Option<i32>, Option<Vec<u8>>, String, i64, bool, f64);
+        let row: Option<Row> = match self.store {
+            Store::Postgres(pool) => {
+                sqlx::query_as(
+                    "SELECT request_hash, status, body, attempt, log_start, unsettled,
+                            EXTRACT(EPOCH FROM now() - created_at)::float8
+                     FROM idempotency_keys WHERE caller = $1 AND key = $2",
+                )
+                .bind(&self.caller)
+                .bind(self.key)
+                .fetch_optional(pool)
+                .await?
+            }
+            Store::Sqlite(pool) => {
+                sqlx::query_as(
+                    "SELECT request_hash, status, body, attempt, log_start, unsettled != 0,
+                            (julianday('now') - julianday(created_at)) * 86400.0
+                     FROM idempotency_keys WHERE caller = ? AND key = ?",
+                )
+                .bind(&self.caller)
+                .bind(self.key)
+                .fetch_optional(pool)
+                .await?
+            }
+        };
+        Ok(row.map(
+            |(request_hash, status, body, attempt, log_start, unsettled, age_seconds)| StoredKey {
+                request_hash,
+                status,
+                body,
+                attempt,
+                log_start,
+                unsettled,
+                age_seconds,
+            },
+        ))
+    }
+
+    /// Makes this request the key's next attempt, if `previous` is still the key's attempt
+    /// (of two retries at once, one wins; the other is told the request is running).
+    async fn take_over(
+        &self,
+        previous: &str,
+        attempt: &str,
+        log_start: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let updated = match self.store {
+            Store::Postgres(pool) => sqlx::query(
+                "UPDATE idempotency_keys SET attempt = $4, log_start = $5, unsettled = false,
+                        status = NULL, body = NULL, created_at = now()
+                 WHERE caller = $1 AND key = $2 AND attempt = $3",
+            )
+            .bind(&self.caller)
+            .bind(self.key)
+            .bind(previous)
+            .bind(attempt)
+            .bind(log_start)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+            Store::Sqlite(pool) => sqlx::query(
+                "UPDATE idempotency_keys SET attempt = ?4, log_start = ?5, unsettled = 0,
+                        status = NULL, body = NULL,
+                        created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+                 WHERE caller = ?1 AND key = ?2 AND attempt = ?3",
+            )
+            .bind(&self.caller)
+            .bind(self.key)
+            .bind(previous)
+            .bind(attempt)
+            .bind(log_start)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+        };
+        Ok(updated == 1)
+    }
+
+    /// Records the attempt's answer (what may be kept of it).
+    async fn settle(&self, attempt: &str, status: u16, body: &[u8]) -> Result<(), sqlx::Error> {
+        match self.store {
+            Store::Postgres(pool) => {
+                sqlx::query(
+                    "UPDATE idempotency_keys SET status = $4, body = $5, unsettled = false
+                     WHERE caller = $1 AND key = $2 AND attempt = $3",
+                )
+                .bind(&self.caller)
+                .bind(self.key)
+                .bind(attempt)
+                .bind(i32::from(status))
+                .bind(body)
+                .execute(pool)
+                .await?;
+            }
+            Store::Sqlite(pool) => {
+                sqlx::query(
+                    "UPDATE idempotency_keys SET status = ?4, body = ?5, unsettled = 0
+                     WHERE caller = ?1 AND key = ?2 AND attempt = ?3",
+                )
+                .bind(&self.caller)
+                .bind(self.key)
+                .bind(attempt)
+                .bind(i32::from(status))
+                .bind(body)
+                .execute(pool)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks the attempt as ended without an answer: it may or may not have written.
+    async fn leave_unsettled(&self, attempt: &str) -> Result<(), sqlx::Error> {
+        match self.store {
+            Store::Postgres(pool) => {
+                sqlx::query(
+                    "UPDATE idempotency_keys SET unsettled = true
+                     WHERE caller = $1 AND key = $2 AND attempt = $3",
+                )
+                .bind(&self.caller)
+                .bind(self.key)
+                .bind(attempt)
+                .execute(pool)
+                .await?;
+            }
+            Store::Sqlite(pool) => {
+                sqlx::query(
+                    "UPDATE idempotency_keys SET unsettled = 1
+                     WHERE caller = ? AND key = ? AND attempt = ?",
+                )
+                .bind(&self.caller)
+                .bind(self.key)
+                .bind(attempt)
+                .execute(pool)
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `created_at` as SQLite stores it.
+fn sqlite_instant(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+/// Deletes every key older than the retention.
+async fn sweep(store: &Store, cutoff: chrono::DateTime<chrono::Utc>) -> Result<u64, sqlx::Error> {
+    Ok(match store {
+        Store::Postgres(pool) => sqlx::query("DELETE FROM idempotency_keys WHERE created_at < $1")
+            .bind(cutoff)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+        Store::Sqlite(pool) => sqlx::query("DELETE FROM idempotency_keys WHERE created_at < ?")
+            .bind(sqlite_instant(cutoff))
+            .execute(pool)
+            .await?
+            .rows_affected(),
     })
 }
 
-async fn record(
-    store: &Store,
-    caller: &str,
-    key: &str,
-    status: u16,
-    body: &[u8],
-) -> Result<(), sqlx::Error> {
-    match store {
-        Store::Postgres(pool) => {
-            sqlx::query(
-                "UPDATE idempotency_keys SET status = $3, body = $4 WHERE caller = $1 AND key = $2",
-            )
-            .bind(caller)
-            .bind(key)
-            .bind(i32::from(status))
-            .bind(body)
-            .execute(pool)
-            .await?;
-        }
-        Store::Sqlite(pool) => {
-            sqlx::query(
-                "UPDATE idempotency_keys SET status = ?3, body = ?4 WHERE caller = ?1 AND key = ?2",
-            )
-            .bind(caller)
-            .bind(key)
-            .bind(i32::from(status))
-            .bind(body)
-            .execute(pool)
-            .await?;
-        }
-    }
-    Ok(())
+/// One event an attempt wrote.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct WrittenEvent {
+    /// The stream's type.
+    pub aggregate_type: String,
+    /// The stream's id.
+    pub aggregate_id: String,
+    /// Its place in the global log.
+    pub position: i64,
 }
 
-async fn release(store: &Store, caller: &str, key: &str) -> Result<(), sqlx::Error> {
-    match store {
+/// The events attempt `attempt` wrote after `log_start`.
+async fn written_by(
+    store: &Store,
+    attempt: &str,
+    log_start: i64,
+) -> Result<Vec<WrittenEvent>, sqlx::Error> {
+    let rows: Vec<(String, String, i64)> = match store {
         Store::Postgres(pool) => {
-            sqlx::query("DELETE FROM idempotency_keys WHERE caller = $1 AND key = $2")
-                .bind(caller)
-                .bind(key)
-                .execute(pool)
-                .await?;
+            sqlx::query_as(
+                "SELECT aggregate_type, aggregate_id, position FROM events
+                 WHERE position > $1 AND metadata->>'idempotency_attempt' = $2
+                 ORDER BY position",
+            )
+            .bind(log_start)
+            .bind(attempt)
+            .fetch_all(pool)
+            .await?
         }
         Store::Sqlite(pool) => {
-            sqlx::query("DELETE FROM idempotency_keys WHERE caller = ? AND key = ?")
-                .bind(caller)
-                .bind(key)
-                .execute(pool)
-                .await?;
+            sqlx::query_as(
+                "SELECT aggregate_type, aggregate_id, position FROM events
+                 WHERE position > ? AND json_extract(metadata, '$.idempotency_attempt') = ?
+                 ORDER BY position",
+            )
+            .bind(log_start)
+            .bind(attempt)
+            .fetch_all(pool)
+            .await?
+        }
+    };
+    Ok(rows
+        .into_iter()
+        .map(|(aggregate_type, aggregate_id, position)| WrittenEvent {
+            aggregate_type,
+            aggregate_id,
+            position,
+        })
+        .collect())
+}
+
+/// The answer to a retry whose first attempt committed but lost its answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RecoveredAnswer {
+    /// Always `committed`.
+    pub outcome: String,
+    /// What happened, in words.
+    pub detail: String,
+    /// The events the first attempt wrote.
+    pub events: Vec<WrittenEvent>,
+    /// The global position of the last of them.
+    pub position: i64,
+}
+
+/// What may be kept of an answer: secrets left out, personal data sealed under its user's key.
+async fn keepable(vault: &Vault, body: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let Ok(mut value) = serde_json::from_slice::<Value>(body) else {
+        // Not JSON: nothing the service answers, but nothing to keep either.
+        return Ok(Vec::new());
+    };
+    seal_object_tree(vault, &mut value).await?;
+    Ok(serde_json::to_vec(&value).expect("a JSON value serialises"))
+}
+
+/// Walks the answer, taking secrets out and sealing personal fields (boxed: it recurses).
+fn seal_object_tree<'a>(
+    vault: &'a Vault,
+    value: &'a mut Value,
+) -> futures::future::BoxFuture<'a, Result<(), ApiError>> {
+    Box::pin(async move {
+        match value {
+            Value::Array(items) => {
+                for item in items {
+                    seal_object_tree(vault, item).await?;
+                }
+            }
+            Value::Object(object) => {
+                withhold_secrets(object);
+                seal_personal_fields(vault, object).await?;
+                for (_, child) in object.iter_mut() {
+                    seal_object_tree(vault, child).await?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    })
+}
+
+fn withhold_secrets(object: &mut Map<String, Value>) {
+    for field in SECRET_FIELDS {
+        if object.get(field).is_some_and(|value| !value.is_null()) {
+            object.insert(field.to_owned(), Value::Null);
+            object.insert(
+                SECRET_WITHHELD.to_owned(),
+                Value::String(format!(
+                    "the {field} was shown once, in the first answer; it is never stored"
+                )),
+            );
         }
     }
-    Ok(())
+}
+
+async fn seal_personal_fields(
+    vault: &Vault,
+    object: &mut Map<String, Value>,
+) -> Result<(), ApiError> {
+    let mut personal = Map::new();
+    for field in PERSONAL_FIELDS {
+        if let Some(value) = object.remove(field) {
+            personal.insert(field.to_owned(), value);
+        }
+    }
+    if personal.is_empty() {
+        return Ok(());
+    }
+    // The object that names a person is that user's: its id is the key the data goes with.
+    let owner = object
+        .get("id")
+        .or_else(|| object.get("user_id"))
+        .and_then(Value::as_str)
+        .and_then(|id| Uuid::parse_str(id).ok());
+    for field in personal.keys() {
+        object.insert(field.clone(), Value::Null);
+    }
+    let Some(user_id) = owner else {
+        // No owner to seal under: left out.
+        return Ok(());
+    };
+    let plaintext = serde_json::to_vec(&personal).expect("a JSON map serialises");
+    match vault.seal_bytes(user_id, &plaintext).await {
+        Ok(sealed) => {
+            object.insert(
+                SEALED_FIELD.to_owned(),
+                serde_json::to_value(sealed).expect("sealed details serialise"),
+            );
+            Ok(())
+        }
+        // The user was purged meanwhile: the data is gone for good, as it should be.
+        Err(crate::vault::VaultError::Shredded(_)) => Ok(()),
+        Err(crate::vault::VaultError::Store(error)) => Err(error.into()),
+    }
+}
+
+/// A stored answer as it is replayed: personal fields unsealed while their key lives.
+async fn replayable(vault: &Vault, stored: &[u8]) -> Result<Vec<u8>, ApiError> {
+    let Ok(mut value) = serde_json::from_slice::<Value>(stored) else {
+        return Ok(stored.to_vec());
+    };
+    unseal_object_tree(vault, &mut value).await?;
+    Ok(serde_json::to_vec(&value).expect("a JSON value serialises"))
+}
+
+fn unseal_object_tree<'a>(
+    vault: &'a Vault,
+    value: &'a mut Value,
+) -> futures::future::BoxFuture<'a, Result<(), ApiError>> {
+    Box::pin(async move {
+        match value {
+            Value::Array(items) => {
+                for item in items {
+                    unseal_object_tree(vault, item).await?;
+                }
+            }
+            Value::Object(object) => {
+                if let Some(sealed) = object.remove(SEALED_FIELD) {
+                    let sealed: SealedDetails =
+                        serde_json::from_value(sealed).map_err(|error| {
+                            ApiError::Internal(format!(
+                                "a stored answer's sealed data is unreadable: {error}"
+                            ))
+                        })?;
+                    let opened =
+                        vault
+                            .unseal_bytes(&sealed)
+                            .await
+                            .map_err(|error| match error {
+                                crate::vault::VaultError::Store(error) => ApiError::from(error),
+                                other => ApiError::Internal(other.to_string()),
+                            })?;
+                    if let Some(Ok(Value::Object(fields))) =
+                        opened.map(|bytes| serde_json::from_slice::<Value>(&bytes))
+                    {
+                        object.extend(fields);
+                    }
+                }
+                for (_, child) in object.iter_mut() {
+                    unseal_object_tree(vault, child).await?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    })
 }
 
 fn replay(status: u16, body: Vec<u8>) -> Response {
@@ -170,7 +627,7 @@ fn replay(status: u16, body: Vec<u8>) -> Response {
     response
 }
 
-/// The middleware.
+/// The middleware (inside authentication: keys belong to the token that sent them).
 pub async fn idempotent(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let key = request
         .headers()
@@ -187,21 +644,39 @@ pub async fn idempotent(State(state): State<AppState>, request: Request, next: N
         }
         .into_response();
     }
-    // Keys are per caller: the same key from two tokens is two requests.
-    let authorization = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .map(|value| value.as_bytes().to_vec())
-        .unwrap_or_default();
-    let caller = hex_digest(&[&authorization]);
+    let Some(principal) = request.extensions().get::<Principal>().cloned() else {
+        return ApiError::Unauthorized(super::problem::Unauthorized::Missing).into_response();
+    };
     let (parts, body) = request.into_parts();
     let Ok(bytes) = to_bytes(body, MAX_BODY_BYTES).await else {
         return ApiError::TooLarge.into_response();
     };
-    let request_hash = hex_digest(&[parts.uri.path().as_bytes(), &bytes]);
-    match claim(&state.store, &caller, &key, &request_hash).await {
-        Err(error) => return ApiError::from(error).into_response(),
-        Ok(Claim::Replay(status, body)) => return replay(status, body),
+    let keys = Keys {
+        store: &state.store,
+        caller: principal.token_id.to_string(),
+        key: &key,
+    };
+    let request_hash = state
+        .vault
+        .keyed_digest(&[parts.uri.path().as_bytes(), &bytes]);
+    if state.idempotency.sweep_due() {
+        let store = state.store.clone();
+        let cutoff = state.idempotency.cutoff();
+        tokio::spawn(async move {
+            match sweep(&store, cutoff).await {
+                Ok(swept) => tracing::debug!(swept, "expired idempotency keys deleted"),
+                Err(error) => tracing::warn!(%error, "expired idempotency keys not deleted"),
+            }
+        });
+    }
+    let attempt = match claim(&state, &keys, &request_hash).await {
+        Err(error) => return error.into_response(),
+        Ok(Claim::Replay(status, body)) => {
+            return match replayable(&state.vault, &body).await {
+                Ok(body) => replay(status, body),
+                Err(error) => error.into_response(),
+            }
+        }
         Ok(Claim::Mismatch) => {
             return ApiError::Invalid {
                 field: "Idempotency-Key".into(),
@@ -210,25 +685,112 @@ pub async fn idempotent(State(state): State<AppState>, request: Request, next: N
             .into_response()
         }
         Ok(Claim::InProgress) => return ApiError::InProgress.into_response(),
-        Ok(Claim::Fresh) => {}
-    }
-    let response = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
+        Ok(Claim::Unsettled(stored)) => match recover(&state, &keys, stored).await {
+            Ok(Recovery::Answered(response)) => return response,
+            Ok(Recovery::RunAgain(attempt)) => attempt,
+            Err(error) => return error.into_response(),
+        },
+        Ok(Claim::Fresh { attempt }) => attempt,
+    };
+    let running = state.idempotency.run(&attempt);
+    let mut context = REQUEST
+        .try_with(Clone::clone)
+        .expect("the request context is set by the outer layer");
+    context.idempotency_attempt = Some(attempt.clone());
+    let response = REQUEST
+        .scope(
+            context,
+            next.run(Request::from_parts(parts, Body::from(bytes))),
+        )
         .await;
-    let status = response.status();
-    if status.is_server_error() {
-        // Nothing to replay: let a retry run again.
-        let _ = release(&state.store, &caller, &key).await;
+    if response.status().is_server_error() {
+        // The command may have committed before the failure: a retry looks before it runs.
+        if let Err(error) = keys.leave_unsettled(&attempt).await {
+            tracing::warn!(%error, "an idempotency key could not be marked unsettled; a retry finds it by age");
+        }
         return response;
     }
     let (parts, body) = response.into_parts();
     let Ok(body) = to_bytes(body, MAX_RESPONSE_BYTES).await else {
-        let _ = release(&state.store, &caller, &key).await;
+        let _ = keys.leave_unsettled(&attempt).await;
         return ApiError::Internal("response too large to keep for Idempotency-Key".into())
             .into_response();
     };
-    if let Err(error) = record(&state.store, &caller, &key, status.as_u16(), &body).await {
-        return ApiError::from(error).into_response();
+    let kept = match keepable(&state.vault, &body).await {
+        Ok(kept) => kept,
+        Err(error) => {
+            let _ = keys.leave_unsettled(&attempt).await;
+            return error.into_response();
+        }
+    };
+    if let Err(error) = keys.settle(&attempt, parts.status.as_u16(), &kept).await {
+        // The command ran and its answer stands; a retry will find its events.
+        tracing::warn!(%error, "an idempotent answer could not be recorded");
+        let _ = keys.leave_unsettled(&attempt).await;
     }
+    drop(running);
     Response::from_parts(parts, Body::from(body))
+}
+
+async fn claim(state: &AppState, keys: &Keys<'_>, request_hash: &str) -> Result<Claim, ApiError> {
+    keys.delete_expired_one(state.idempotency.cutoff()).await?;
+    let attempt = state.idempotency.new_attempt();
+    let log_start = state.store.log_end().await?;
+    if keys.insert(request_hash, &attempt, log_start).await? {
+        return Ok(Claim::Fresh { attempt });
+    }
+    Ok(match keys.read().await? {
+        Some(stored) if stored.request_hash != request_hash => Claim::Mismatch,
+        Some(StoredKey {
+            status: Some(status),
+            body,
+            ..
+        }) => Claim::Replay(status as u16, body.unwrap_or_default()),
+        Some(stored)
+            if stored.unsettled
+                || state
+                    .idempotency
+                    .has_ended(&stored.attempt, stored.age_seconds) =>
+        {
+            Claim::Unsettled(stored)
+        }
+        Some(_) => Claim::InProgress,
+        // Expired and deleted between our insert and read: the client retries.
+        None => Claim::InProgress,
+    })
+}
+
+enum Recovery {
+    /// The earlier attempt committed: this is its answer.
+    Answered(Response),
+    /// It wrote nothing: this request runs as the new attempt.
+    RunAgain(String),
+}
+
+/// After an attempt without an answer: answer what it wrote, or run again if it wrote nothing.
+async fn recover(
+    state: &AppState,
+    keys: &Keys<'_>,
+    stored: StoredKey,
+) -> Result<Recovery, ApiError> {
+    let written = written_by(&state.store, &stored.attempt, stored.log_start).await?;
+    if let Some(last) = written.last() {
+        let answer = RecoveredAnswer {
+            outcome: "committed".into(),
+            detail: "the first request with this key committed, but its answer was lost; these are the events it wrote (read the resources for their state)".into(),
+            position: last.position,
+            events: written,
+        };
+        let body = serde_json::to_vec(&answer).expect("the answer serialises");
+        keys.settle(&stored.attempt, StatusCode::OK.as_u16(), &body)
+            .await?;
+        return Ok(Recovery::Answered(replay(StatusCode::OK.as_u16(), body)));
+    }
+    let attempt = state.idempotency.new_attempt();
+    let log_start = state.store.log_end().await?;
+    if keys.take_over(&stored.attempt, &attempt, log_start).await? {
+        Ok(Recovery::RunAgain(attempt))
+    } else {
+        Err(ApiError::InProgress)
+    }
 }

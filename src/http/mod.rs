@@ -1,6 +1,7 @@
 //! The HTTP API of API.md (axum): state, authentication, the router and graceful serving.
 
-mod idempotency;
+pub mod idempotency;
+pub mod min_position;
 pub mod openapi;
 pub mod problem;
 mod routes;
@@ -8,7 +9,7 @@ mod routes;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::header;
 use axum::http::request::Parts;
 use axum::response::IntoResponse;
@@ -25,6 +26,7 @@ use crate::store::Store;
 use crate::vault::Vault;
 use crate::AnyLedger;
 use problem::ApiError;
+use problem::Unauthorized;
 
 /// Bodies larger than this are refused with 413: no command needs more.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -50,40 +52,57 @@ pub struct AppState {
     pub tenancy: Arc<crate::feed::tenancy::Tenancy>,
     /// Set when the service begins to shut down: live feeds end so that shutdown can finish.
     pub closing: Arc<tokio::sync::watch::Sender<bool>>,
-}
-
-impl FromRef<AppState> for Tokens {
-    fn from_ref(state: &AppState) -> Self {
-        state.tokens.clone()
-    }
+    /// How long `Idempotency-Key` answers are kept.
+    pub idempotency: Arc<idempotency::Retention>,
 }
 
 impl<S> FromRequestParts<S> for Principal
 where
     S: Send + Sync,
-    Tokens: FromRef<S>,
 {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .ok_or(ApiError::Unauthorized)?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .map(str::trim)
-            .filter(|token| !token.is_empty())
-            .ok_or(ApiError::Unauthorized)?;
-        Tokens::from_ref(state)
-            .authenticate(token)
-            .await?
-            .ok_or(ApiError::Unauthorized)
+    /// The principal [`authenticated`] found for this request; a route outside that layer has
+    /// none, and answers 401.
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        parts
+            .extensions
+            .get::<Principal>()
+            .cloned()
+            .ok_or(ApiError::Unauthorized(Unauthorized::Missing))
     }
 }
 
-/// A JSON body whose rejections are problem documents (400 malformed, 422 invalid).
+/// The first step of every route but the public three: the bearer token is checked before
+/// anything else runs, so an unauthenticated caller costs one cached hash lookup — no
+/// idempotency row, no wait for `?min_position=`, no aggregate load.
+async fn authenticated(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    mut request: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|token| !token.is_empty());
+    let Some(token) = presented else {
+        return ApiError::Unauthorized(Unauthorized::Missing).into_response();
+    };
+    match state.tokens.authenticate(token).await {
+        Ok(Some(principal)) => {
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
+        Ok(None) => ApiError::Unauthorized(Unauthorized::Unknown).into_response(),
+        Err(error) => ApiError::from(error).into_response(),
+    }
+}
+
+/// A JSON body whose rejections are problem documents: 400 when it is not JSON, 422 naming
+/// the field when a value is missing or of the wrong kind.
 pub struct Json<T>(pub T);
 
 impl<T, S> FromRequest<S> for Json<T>
@@ -94,8 +113,83 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let axum::Json(value) = axum::Json::<T>::from_request(request, state).await?;
-        Ok(Self(value))
+        let is_json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| {
+                let essence = value.split(';').next().unwrap_or_default().trim();
+                essence == "application/json" || essence.ends_with("+json")
+            });
+        if !is_json {
+            return Err(ApiError::Malformed(
+                "send the body as JSON, with Content-Type: application/json".into(),
+            ));
+        }
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::TooLarge
+                } else {
+                    ApiError::Malformed(rejection.body_text())
+                }
+            })?;
+        parse_json(&bytes).map(Self)
+    }
+}
+
+/// Parses a JSON body, naming the field a value is missing from or wrong in.
+fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::Malformed(inner.to_string());
+        }
+        let message = inner.to_string();
+        // "missing field `x`" is reported at the object that lacks it: name the field itself.
+        let missing = message
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next());
+        let field = match (path.as_str(), missing) {
+            (".", Some(field)) => field.to_owned(),
+            (parent, Some(field)) => format!("{parent}.{field}"),
+            (".", None) => "body".to_owned(),
+            (path, None) => path.to_owned(),
+        };
+        ApiError::Invalid {
+            field,
+            reason: message,
+        }
+    })
+}
+
+/// A query string whose rejections are problem documents naming the parameter (422), not
+/// axum's plain-text 400.
+pub struct Query<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let deserializer =
+            serde_urlencoded::Deserializer::new(form_urlencoded::parse(query.as_bytes()));
+        serde_path_to_error::deserialize(deserializer)
+            .map(Self)
+            .map_err(|error| {
+                let path = error.path().to_string();
+                ApiError::Invalid {
+                    field: if path == "." { "query".into() } else { path },
+                    reason: error.into_inner().to_string(),
+                }
+            })
     }
 }
 
@@ -114,6 +208,9 @@ pub struct RequestContext {
     pub correlation_id: String,
     /// Why, in the caller's words (`Reason` header), if given.
     pub reason: Option<String>,
+    /// The attempt of an `Idempotency-Key` request this run is (recorded with its events, so
+    /// that a retry after a lost answer finds what the attempt wrote).
+    pub idempotency_attempt: Option<String>,
 }
 
 tokio::task_local! {
@@ -142,6 +239,7 @@ async fn with_request_context(
             .unwrap_or_else(|| request_id.clone()),
         reason: header_text(&request, "reason", 500),
         request_id: request_id.clone(),
+        idempotency_attempt: None,
     };
     let mut response = REQUEST.scope(context, next.run(request)).await;
     if let Ok(value) = header::HeaderValue::from_str(&request_id) {
@@ -150,61 +248,7 @@ async fn with_request_context(
     response
 }
 
-/// How long a query waits for `?min_position=` before answering 504.
-pub const MIN_POSITION_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// `?min_position=N` on a query: answer only once what it reads has reached N — every
-/// projection for a projection-backed read, the log for the rest — or 504 after a bounded wait.
-async fn wait_for_position(
-    axum::extract::State(state): axum::extract::State<AppState>,
-    request: Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    let wanted = request.uri().query().and_then(|query| {
-        query
-            .split('&')
-            .find_map(|pair| pair.strip_prefix("min_position="))
-            .map(str::to_owned)
-    });
-    if let (Some(raw), &axum::http::Method::GET) = (wanted, request.method()) {
-        let Ok(wanted) = raw.parse::<i64>() else {
-            return ApiError::Invalid {
-                field: "min_position".into(),
-                reason: "must be a whole number".into(),
-            }
-            .into_response();
-        };
-        let deadline = tokio::time::Instant::now() + MIN_POSITION_WAIT;
-        let projections = projections::names();
-        let from_projections = routes::reads_projections(request.uri().path());
-        loop {
-            let reached = if from_projections {
-                state
-                    .store
-                    .slowest(&projections)
-                    .await
-                    .map(|(_, reached)| reached)
-            } else {
-                state.store.log_end().await
-            };
-            match reached {
-                Ok(end) if end >= wanted => break,
-                Ok(_) if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                }
-                Ok(end) => {
-                    return ApiError::NotCaughtUp {
-                        wanted,
-                        reached: end,
-                    }
-                    .into_response()
-                }
-                Err(error) => return ApiError::from(error).into_response(),
-            }
-        }
-    }
-    next.run(request).await
-}
+pub use min_position::MIN_POSITION_WAIT;
 
 /// With the sandbox clock, takes over the offset another instance stored before the request
 /// runs: every instance over one store stamps commands with the same sandbox time.
@@ -221,6 +265,22 @@ async fn shared_sandbox_time(
         }
     }
     next.run(request).await
+}
+
+/// Requests that panicked since the service started (reported by `/readyz`).
+pub static REQUEST_PANICS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A request that panicked answers a 500 problem document; the panic is logged (as one log
+/// event, in the log's own format) and counted, and the service goes on: no lock is left
+/// poisoned for the next request (the shared state's locks recover from poisoning).
+fn panic_as_problem(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::response::Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("a panic without a message");
+    REQUEST_PANICS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ApiError::Internal(format!("request panicked: {message}")).into_response()
 }
 
 /// Turns the body limit's bare 413 into a problem document like every other error.
@@ -241,36 +301,36 @@ pub fn optional_json<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, Ap
     if body.is_empty() {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|error| {
-        if error.is_syntax() || error.is_eof() {
-            ApiError::Malformed(error.to_string())
-        } else {
-            ApiError::Invalid {
-                field: "body".into(),
-                reason: error.to_string(),
-            }
-        }
-    })
+    parse_json(body)
 }
 
 /// The service's router over `state`.
 pub fn router(state: AppState) -> Router {
-    routes::routes()
+    // Layers run outside in: authentication first, so that nothing else (the sandbox clock's
+    // shared offset, an idempotency row) costs anything for a caller without a valid token.
+    let protected = routes::protected()
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             idempotency::idempotent,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            wait_for_position,
+            shared_sandbox_time,
         ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            shared_sandbox_time,
-        ))
+            authenticated,
+        ));
+    routes::public()
+        .merge(protected)
+        .fallback(routes::unknown_route)
+        .method_not_allowed_fallback(routes::wrong_method)
         .layer(axum::middleware::from_fn(with_request_context))
         .layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(too_large_as_problem))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_as_problem,
+        ))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -1,7 +1,6 @@
 //! Errors as RFC 9457 problem details with a machine `code`, mapped in this one place.
 
 use aggregates::{DomainError, ErrorCategory};
-use axum::extract::rejection::JsonRejection;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -9,17 +8,30 @@ use tracing::error;
 
 use crate::ledger::LedgerError;
 
+/// Why a request was not authenticated: the two get different words, so that a client with a
+/// mistyped or revoked token is not told to send one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unauthorized {
+    /// No `Authorization: Bearer` header.
+    Missing,
+    /// A token the service does not know.
+    Unknown,
+}
+
 /// An error a request ends with.
 #[derive(Debug)]
 pub enum ApiError {
-    /// No or an unknown bearer token.
-    Unauthorized,
+    /// No bearer token, or one the service does not know.
+    Unauthorized(Unauthorized),
     /// The token's role or scope does not allow this.
     Forbidden,
-    /// Unknown id (or one the caller may not know exists).
+    /// Unknown id (or one the caller may not know exists), or a path no route serves.
     NotFound(String),
+    /// The path is a route, but not for this method.
+    MethodNotAllowed(String),
     /// The body is not JSON at all.
     Malformed(String),
+
     /// A value is invalid: names the field.
     Invalid {
         /// The field.
@@ -42,8 +54,16 @@ pub enum ApiError {
         /// The position reached.
         reached: i64,
     },
+    /// The store cannot be reached now: 503 with `Retry-After`, quickly, never a 500.
+    Unavailable(String),
     /// Something broke inside; logged, never shown.
     Internal(String),
+}
+
+impl From<crate::access::Denied> for ApiError {
+    fn from(_: crate::access::Denied) -> Self {
+        Self::Forbidden
+    }
 }
 
 impl From<DomainError> for ApiError {
@@ -57,6 +77,7 @@ impl From<LedgerError> for ApiError {
         match error {
             LedgerError::Domain(domain) => Self::Domain(domain),
             LedgerError::Conflict => Self::Conflict,
+            LedgerError::Unavailable(message) => Self::Unavailable(message),
             LedgerError::Store(message) => Self::Internal(message),
         }
     }
@@ -73,21 +94,16 @@ impl From<aggregates::values::ParseError> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        Self::Internal(error.to_string())
-    }
-}
-
-impl From<JsonRejection> for ApiError {
-    fn from(rejection: JsonRejection) -> Self {
-        match rejection {
-            JsonRejection::JsonDataError(error) => Self::Invalid {
-                field: "body".to_owned(),
-                reason: error.body_text(),
-            },
-            other => Self::Malformed(other.body_text()),
+        if crate::store::is_unreachable(&error) {
+            Self::Unavailable(error.to_string())
+        } else {
+            Self::Internal(error.to_string())
         }
     }
 }
+
+/// What a 503 asks the client to wait before retrying.
+pub const UNAVAILABLE_RETRY_AFTER_SECONDS: u32 = 2;
 
 fn problem(status: StatusCode, code: &str, title: &str, detail: &str) -> Response {
     problem_with_field(status, code, title, detail, None)
@@ -121,11 +137,16 @@ fn problem_with_field(
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
-            Self::Unauthorized => problem(
+            Self::Unauthorized(why) => problem(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",
                 "Unauthorized",
-                "send Authorization: Bearer <token>",
+                match why {
+                    Unauthorized::Missing => "send Authorization: Bearer <token>",
+                    Unauthorized::Unknown => {
+                        "the bearer token is not known to this service (mistyped, or issued by another store)"
+                    }
+                },
             ),
             Self::Forbidden => problem(
                 StatusCode::FORBIDDEN,
@@ -134,6 +155,12 @@ impl IntoResponse for ApiError {
                 "the token's role or scope does not allow this",
             ),
             Self::NotFound(what) => problem(StatusCode::NOT_FOUND, "not_found", "Not found", &what),
+            Self::MethodNotAllowed(what) => problem(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed",
+                &what,
+            ),
             Self::Malformed(detail) => problem(
                 StatusCode::BAD_REQUEST,
                 "malformed_request",
@@ -182,6 +209,20 @@ impl IntoResponse for ApiError {
                 "Request in progress",
                 "a request with this Idempotency-Key is still running; retry shortly",
             ),
+            Self::Unavailable(message) => {
+                tracing::warn!(%message, "store unreachable");
+                let mut response = problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "Store unavailable",
+                    "the service cannot reach its store just now; retry shortly (an Idempotency-Key makes the retry safe)",
+                );
+                response.headers_mut().insert(
+                    header::RETRY_AFTER,
+                    header::HeaderValue::from(UNAVAILABLE_RETRY_AFTER_SECONDS),
+                );
+                response
+            }
             Self::Internal(message) => {
                 error!(%message, "internal error");
                 problem(

@@ -379,3 +379,94 @@ pub const ENVELOPE_ATTRIBUTES: [&str; 13] = [
     "causationid",
     "data",
 ];
+
+/// A TCP proxy in front of PostgreSQL that a test cuts and restores: an outage of the store as
+/// the service sees it (open connections dropped mid-statement, new ones refused), without
+/// touching the server other tests share.
+pub struct StoreOutage {
+    port: u16,
+    links: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
+    accepting: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl StoreOutage {
+    /// A proxy to PostgreSQL at 127.0.0.1:5432 on a free port.
+    pub async fn start() -> Self {
+        let listener = Self::listen(0);
+        let port = listener.local_addr().unwrap().port();
+        let outage = Self {
+            port,
+            links: Default::default(),
+            accepting: Default::default(),
+        };
+        outage.accept(listener);
+        outage
+    }
+
+    fn listen(port: u16) -> tokio::net::TcpListener {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_reuseaddr(true).unwrap();
+        socket
+            .bind(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+            .unwrap();
+        socket.listen(128).unwrap()
+    }
+
+    fn accept(&self, listener: tokio::net::TcpListener) {
+        let links = self.links.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let link = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect("127.0.0.1:5432").await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                let mut links = links.lock().unwrap();
+                links.retain(|link| !link.is_finished());
+                links.push(link);
+            }
+        });
+        *self.accepting.lock().unwrap() = Some(task);
+    }
+
+    /// `url` (a database on 127.0.0.1:5432) reached through the proxy.
+    pub fn through(&self, url: &str) -> String {
+        url.replace("127.0.0.1:5432", &format!("127.0.0.1:{}", self.port))
+    }
+
+    /// The store goes away: every open connection drops, new ones are refused (nothing
+    /// listens on the port any more).
+    pub fn cut(&self) {
+        if let Some(task) = self.accepting.lock().unwrap().take() {
+            task.abort();
+        }
+        for link in self.links.lock().unwrap().drain(..) {
+            link.abort();
+        }
+    }
+
+    /// The store is back, on the same port.
+    pub fn restore(&self) {
+        self.accept(Self::listen(self.port));
+    }
+}
+
+impl Drop for StoreOutage {
+    fn drop(&mut self) {
+        self.cut();
+    }
+}
+
+/// The service on a fresh PostgreSQL database that it reaches only through `outage`'s proxy.
+pub async fn spawn_app_behind(outage: &StoreOutage) -> TestApp {
+    let mut fresh = fresh_store(Backend::Postgres).await;
+    if let Store::Postgres(pool) = &fresh.store {
+        pool.close().await;
+    }
+    fresh.url = outage.through(&fresh.url);
+    fresh.store = Store::connect(&fresh.url)
+        .await
+        .expect("the database opens through the proxy");
+    let admin_token = format!("test-admin-{}", uuid::Uuid::new_v4());
+    start_instance(fresh, admin_token, false, None, true).await
+}

@@ -5,7 +5,8 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::extract::{Query, State};
+use crate::http::Query;
+use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
@@ -18,6 +19,7 @@ use tracing::{debug, error};
 use crate::auth::Principal;
 use crate::feed::tenancy::Audience;
 use crate::feed::{self, FeedError};
+use crate::http::min_position::{MinPosition, ReadFrom};
 use crate::http::problem::ApiError;
 use crate::http::{AppState, Json};
 use crate::log::Checkpoint;
@@ -97,10 +99,12 @@ async fn list(
     principal: Principal,
     State(state): State<AppState>,
     Query(query): Query<FeedQuery>,
+    min_position: MinPosition,
 ) -> Result<Json<Value>, ApiError> {
     let audience = audience(&principal)?;
     let after = parse_after("after", query.after.as_deref())?;
     let limit = parse_limit(query.limit.as_deref())?;
+    let position = min_position.reached(&state, ReadFrom::Log).await?;
     let from = feed::cursor(&state.store, after).await?;
     let page = feed::page(
         &state.store,
@@ -120,7 +124,7 @@ async fn list(
         "events": page.events,
         "next_after": next_after,
         "has_more": page.more,
-        "position": state.store.log_end().await?,
+        "position": position,
     })))
 }
 

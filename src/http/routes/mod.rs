@@ -18,16 +18,24 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
+use super::min_position::{MinPosition, ReadFrom};
 use super::problem::ApiError;
 use super::{AppState, Json};
+use crate::access;
 use crate::auth::{Principal, Role};
 use crate::ledger::Metadata;
 
-pub(super) fn routes() -> Router<AppState> {
+/// The routes anyone may call: liveness, readiness and the API's description.
+pub(super) fn public() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/openapi.json", get(openapi))
+}
+
+/// Every other route: each needs a bearer token (checked by the layer around them all).
+pub(super) fn protected() -> Router<AppState> {
+    Router::new()
         .route("/v1/tokens", axum::routing::post(issue_token))
         .route("/v1/offers", get(list_offers).post(publish_offer))
         .route("/v1/offers/{offer_id}", get(get_offer))
@@ -39,7 +47,15 @@ pub(super) fn routes() -> Router<AppState> {
         .merge(events::routes())
 }
 
-pub(crate) use reads::reads_projections;
+/// A path no route serves: a problem document like every other error.
+pub(super) async fn unknown_route(uri: axum::http::Uri) -> ApiError {
+    ApiError::NotFound(format!("no route serves {}", uri.path()))
+}
+
+/// A route that exists, asked with a method it does not take.
+pub(super) async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!("{method} {} is not a route", uri.path()))
+}
 
 /// Parses an id from the path, naming the parameter when it is not a UUID.
 pub(super) fn parse_id(field: &'static str, raw: &str) -> Result<Uuid, ApiError> {
@@ -63,16 +79,16 @@ pub(super) fn metadata(principal: &Principal) -> Metadata {
         if let Some(reason) = &context.reason {
             metadata.insert("reason".into(), reason.clone());
         }
+        if let Some(attempt) = &context.idempotency_attempt {
+            metadata.insert("idempotency_attempt".into(), attempt.clone());
+        }
     });
     metadata
 }
 
-fn require(principal: &Principal, roles: &[Role]) -> Result<(), ApiError> {
-    if roles.contains(&principal.role) {
-        Ok(())
-    } else {
-        Err(ApiError::Forbidden)
-    }
+/// [`access::require`], as the routes' error.
+fn require(principal: &Principal, roles: access::Roles) -> Result<(), ApiError> {
+    Ok(access::require(principal, roles)?)
 }
 
 async fn healthz() -> Json<Value> {
@@ -88,7 +104,22 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 const READY_LAG_EVENTS: i64 = 1_000;
 const READY_LAG_SECONDS: i64 = 30;
 
-async fn readyz(State(state): State<AppState>) -> Result<axum::response::Response, ApiError> {
+/// Ready or not: 200 when the store answers and every consumer is caught up, 503 otherwise
+/// (a store that cannot be reached is "not ready", never a 500).
+async fn readyz(State(state): State<AppState>) -> axum::response::Response {
+    match readiness(&state).await {
+        Ok(response) => response,
+        Err(error) => {
+            let error = match error {
+                ApiError::Internal(message) => ApiError::Unavailable(message),
+                other => other,
+            };
+            error.into_response()
+        }
+    }
+}
+
+async fn readiness(state: &AppState) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
     state.store.ping().await?;
     let now = chrono::Utc::now();
@@ -115,6 +146,7 @@ async fn readyz(State(state): State<AppState>) -> Result<axum::response::Respons
         "store": state.store.backend(),
         "log_end": state.store.log_end().await?,
         "consumers": consumers,
+        "request_panics": crate::http::REQUEST_PANICS.load(std::sync::atomic::Ordering::Relaxed),
     });
     if let Some(publisher) = &state.publisher {
         // Reported, not counted: a NATS outage pauses publishing, not the service's answers.
@@ -155,11 +187,30 @@ async fn issue_token(
     State(state): State<AppState>,
     Json(request): Json<TokenRequest>,
 ) -> Result<impl IntoResponse, ApiError> {
-    require(&principal, &[Role::Admin])?;
+    require(&principal, access::ADMINS)?;
     let role: Role = request.role.parse().map_err(|reason| ApiError::Invalid {
         field: "role".into(),
         reason,
     })?;
+    crate::auth::check_scope(role, request.reseller_id, request.tenant_id).map_err(|error| {
+        ApiError::Invalid {
+            field: "role".into(),
+            reason: error.to_string(),
+        }
+    })?;
+    // A token scoped to a reseller or tenant that does not exist would open the day it is
+    // created by someone else: refuse it now.
+    if let Some(reseller_id) = request.reseller_id {
+        parties::ensure_reseller(&state, reseller_id).await?;
+    }
+    if let Some(tenant_id) = request.tenant_id {
+        if state.ledger.tenant(tenant_id).await?.profile.is_none() {
+            return Err(ApiError::Invalid {
+                field: "tenant_id".into(),
+                reason: format!("tenant {tenant_id} does not exist"),
+            });
+        }
+    }
     let (token_id, token) = state
         .tokens
         .issue(role, request.reseller_id, request.tenant_id)
@@ -184,26 +235,32 @@ async fn issue_token(
 }
 
 async fn list_offers(
-    _principal: Principal,
+    principal: Principal,
     State(state): State<AppState>,
+    min_position: MinPosition,
 ) -> Result<Json<Value>, ApiError> {
+    require(&principal, access::READERS)?;
+    let position = min_position.reached(&state, ReadFrom::Log).await?;
     let catalog = state.ledger.current_catalog().await?;
     let offers: Vec<&Offer> = catalog.catalog.offers().collect();
-    Ok(Json(json!({ "offers": offers })))
+    Ok(Json(json!({ "offers": offers, "position": position })))
 }
 
 async fn get_offer(
-    _principal: Principal,
+    principal: Principal,
     State(state): State<AppState>,
     Path(offer_id): Path<String>,
+    min_position: MinPosition,
 ) -> Result<Json<Value>, ApiError> {
+    require(&principal, access::READERS)?;
     let offer_id = OfferId::parse(&offer_id)?;
+    let position = min_position.reached(&state, ReadFrom::Log).await?;
     let catalog = state.ledger.current_catalog().await?;
     let offer = catalog
         .catalog
         .get(&offer_id)
         .ok_or_else(|| ApiError::NotFound(format!("offer {offer_id} is not in the catalog")))?;
-    Ok(Json(json!({ "offer": offer })))
+    Ok(Json(json!({ "offer": offer, "position": position })))
 }
 
 #[derive(Debug, Deserialize)]
@@ -266,7 +323,7 @@ async fn publish_offer(
     State(state): State<AppState>,
     Json(input): Json<OfferInput>,
 ) -> Result<impl IntoResponse, ApiError> {
-    require(&principal, &[Role::Admin])?;
+    require(&principal, access::ADMINS)?;
     let offer = input.parse()?;
     let landed = state
         .ledger
@@ -303,29 +360,34 @@ async fn set_clock(
             "the sandbox clock is off: start the service with --sandbox-clock".into(),
         ));
     }
-    require(&principal, &[Role::Admin])?;
+    require(&principal, access::ADMINS)?;
+    let refused = |field: &str, refusal: crate::clock::ClockRefusal| ApiError::Invalid {
+        field: field.into(),
+        reason: refusal.to_string(),
+    };
     let now = match (input.advance_seconds, input.now) {
-        (Some(seconds), None) if seconds >= 0 => {
-            state.clock.advance(chrono::Duration::seconds(seconds))
-        }
-        (Some(_), None) => {
-            return Err(ApiError::Invalid {
+        (Some(seconds), None) => {
+            // Bounded before any arithmetic: chrono panics on durations past ±i64::MAX ms.
+            let step = chrono::Duration::try_seconds(seconds).ok_or_else(|| ApiError::Invalid {
                 field: "advance_seconds".into(),
-                reason: "must not be negative: time never goes backwards".into(),
-            })
+                reason: "is out of range: the sandbox clock runs at most 100 years ahead".into(),
+            })?;
+            state
+                .clock
+                .advance(step)
+                .map_err(|refusal| refused("advance_seconds", refusal))?
         }
-        (None, Some(to)) => state.clock.set(to),
+        (None, Some(to)) => state
+            .clock
+            .set(to)
+            .map_err(|refusal| refused("now", refusal))?,
         _ => {
             return Err(ApiError::Invalid {
                 field: "body".into(),
                 reason: "give exactly one of advance_seconds or now".into(),
             })
         }
-    }
-    .ok_or(ApiError::Invalid {
-        field: "now".into(),
-        reason: "must not be before the clock's current time".into(),
-    })?;
+    };
     if let Some(offset) = state.clock.offset() {
         state.store.save_sandbox_offset(offset).await?;
     }

@@ -14,7 +14,9 @@ use serde_json::{json, Value};
 use uuid::Uuid;
 
 use super::{metadata, parse_id, require};
+use crate::access;
 use crate::auth::{Principal, Role};
+use crate::http::min_position::{MinPosition, ReadFrom};
 use crate::http::problem::ApiError;
 use crate::http::{AppState, Json};
 
@@ -31,17 +33,7 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/v1/tenants/{tenant_id}", get(get_tenant))
 }
 
-/// Whether the caller may see a tenant at all; when not, the tenant answers 404, so that a
-/// token never learns which tenants exist outside its scope.
-pub(crate) fn may_see_tenant(principal: &Principal, profile: &TenantProfile) -> bool {
-    match principal.role {
-        Role::Admin | Role::Support | Role::Auditor => true,
-        Role::Reseller => {
-            principal.reseller_id.is_some() && principal.reseller_id == profile.reseller_id
-        }
-        Role::CustomerAdmin | Role::PasswordAdmin => principal.tenant_id == Some(profile.tenant_id),
-    }
-}
+pub(crate) use crate::access::may_see_tenant;
 
 /// Loads a tenant the caller may see, or answers 404.
 pub(crate) async fn visible_tenant(
@@ -69,7 +61,7 @@ async fn create_reseller(
     State(state): State<AppState>,
     Json(input): Json<ResellerInput>,
 ) -> Result<impl IntoResponse, ApiError> {
-    require(&principal, &[Role::Admin])?;
+    require(&principal, access::ADMINS)?;
     let name = OrganisationName::parse(&input.name)?;
     let reseller_id = Uuid::new_v4();
     let landed = state
@@ -95,13 +87,11 @@ async fn get_reseller(
     principal: Principal,
     State(state): State<AppState>,
     Path(reseller_id): Path<String>,
+    min_position: MinPosition,
 ) -> Result<Json<Value>, ApiError> {
     let reseller_id = parse_id("reseller_id", &reseller_id)?;
-    let visible = match principal.role {
-        Role::Admin | Role::Support | Role::Auditor => true,
-        Role::Reseller => principal.reseller_id == Some(reseller_id),
-        Role::CustomerAdmin | Role::PasswordAdmin => false,
-    };
+    let position = min_position.reached(&state, ReadFrom::Log).await?;
+    let visible = access::may_see_account(&principal, Some(reseller_id));
     let reseller = state.ledger.reseller_state(reseller_id).await?;
     match (
         visible,
@@ -110,7 +100,7 @@ async fn get_reseller(
         reseller.created_at,
     ) {
         (true, Some(id), Some(name), Some(created_at)) => Ok(Json(
-            json!({"id": id, "name": name, "created_at": created_at}),
+            json!({"id": id, "name": name, "created_at": created_at, "position": position}),
         )),
         _ => Err(ApiError::NotFound(format!(
             "reseller {reseller_id} does not exist"
@@ -131,7 +121,7 @@ async fn create_billing_profile(
     State(state): State<AppState>,
     Json(input): Json<BillingProfileInput>,
 ) -> Result<impl IntoResponse, ApiError> {
-    require(&principal, &[Role::Admin, Role::Reseller])?;
+    require(&principal, access::ONBOARDERS)?;
     let reseller_id = owning_reseller(&state, &principal, input.reseller_id).await?;
     let name = OrganisationName::parse(&input.name)?;
     let currency = Currency::parse(&input.currency)?;
@@ -183,7 +173,7 @@ async fn owning_reseller(
     Ok(reseller_id)
 }
 
-async fn ensure_reseller(state: &AppState, reseller_id: Uuid) -> Result<(), ApiError> {
+pub(super) async fn ensure_reseller(state: &AppState, reseller_id: Uuid) -> Result<(), ApiError> {
     if state
         .ledger
         .reseller_state(reseller_id)
@@ -203,8 +193,10 @@ async fn get_billing_profile(
     principal: Principal,
     State(state): State<AppState>,
     Path(billing_profile_id): Path<String>,
+    min_position: MinPosition,
 ) -> Result<Json<Value>, ApiError> {
     let billing_profile_id = parse_id("billing_profile_id", &billing_profile_id)?;
+    let position = min_position.reached(&state, ReadFrom::Log).await?;
     let profile = visible_billing_profile(&state, &principal, billing_profile_id).await?;
     Ok(Json(json!({
         "id": profile.billing_profile_id,
@@ -212,6 +204,7 @@ async fn get_billing_profile(
         "currency": profile.currency,
         "reseller_id": profile.reseller_id,
         "created_at": profile.created_at,
+        "position": position,
     })))
 }
 
@@ -234,14 +227,7 @@ pub(super) async fn visible_billing_profile(
         .state
         .clone()
         .ok_or_else(not_found)?;
-    let visible = match principal.role {
-        Role::Admin | Role::Support | Role::Auditor => true,
-        Role::Reseller => {
-            principal.reseller_id.is_some() && principal.reseller_id == profile.reseller_id
-        }
-        Role::CustomerAdmin | Role::PasswordAdmin => false,
-    };
-    if visible {
+    if access::may_see_account(&principal, profile.reseller_id) {
         Ok(profile)
     } else {
         Err(not_found())
@@ -261,7 +247,7 @@ async fn create_tenant(
     State(state): State<AppState>,
     Json(input): Json<TenantInput>,
 ) -> Result<impl IntoResponse, ApiError> {
-    require(&principal, &[Role::Admin, Role::Reseller])?;
+    require(&principal, access::ONBOARDERS)?;
     let reseller_id = owning_reseller(&state, &principal, input.reseller_id).await?;
     let domain = DomainName::parse(&input.domain)?;
     let name = OrganisationName::parse(&input.name)?;
@@ -299,9 +285,12 @@ async fn get_tenant(
     principal: Principal,
     State(state): State<AppState>,
     Path(tenant_id): Path<String>,
+    min_position: MinPosition,
 ) -> Result<Json<Value>, ApiError> {
     let tenant_id = parse_id("tenant_id", &tenant_id)?;
+    let position = min_position.reached(&state, ReadFrom::Log).await?;
     let (tenant, profile) = visible_tenant(&state, &principal, tenant_id).await?;
+    require(&principal, access::READERS)?;
     Ok(Json(json!({
         "id": profile.tenant_id,
         "domain": profile.domain,
@@ -310,5 +299,6 @@ async fn get_tenant(
         "created_at": profile.created_at,
         "subscription_ids": tenant.subscriptions.keys().collect::<Vec<_>>(),
         "users": tenant.members.values().filter(|member| member.status != aggregates::tenant::MemberStatus::Purged).count(),
+        "position": position,
     })))
 }

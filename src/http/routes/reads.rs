@@ -3,8 +3,9 @@
 //! (each answer says how far they have read); `?as_of=` recomputes a view from the log as it
 //! stood at an instant; histories read the log itself.
 
+use crate::http::Query;
 use aggregates::party::BillingProfileState;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -22,26 +23,13 @@ use super::parties::{visible_billing_profile, visible_tenant};
 use super::subscriptions::{subscription_view, visible_subscription};
 use super::users::visible_user;
 use super::{parse_id, require};
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
+use crate::http::min_position::{MinPosition, ReadFrom};
 use crate::http::problem::ApiError;
 use crate::http::{AppState, Json};
 use crate::read_models::{decode_all, scoped_docs, scoped_docs_page};
 
-const SUPPORTERS: &[Role] = &[
-    Role::Admin,
-    Role::Reseller,
-    Role::CustomerAdmin,
-    Role::PasswordAdmin,
-    Role::Support,
-    Role::Auditor,
-];
-const HISTORIANS: &[Role] = &[
-    Role::Admin,
-    Role::Reseller,
-    Role::CustomerAdmin,
-    Role::Support,
-    Role::Auditor,
-];
+use crate::access::{READERS, USER_READERS};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -58,28 +46,6 @@ pub(super) fn routes() -> Router<AppState> {
             get(subscription_history),
         )
         .route("/v1/users/{user_id}/history", get(user_history))
-}
-
-/// Whether a GET of `path` is answered from the projections (and so must wait for them to
-/// reach `?min_position=`); other reads use the aggregates or the log, current once the log
-/// holds the position.
-pub(crate) fn reads_projections(path: &str) -> bool {
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
-    matches!(
-        segments.as_slice(),
-        [
-            "",
-            "v1",
-            "tenants",
-            _,
-            "licenses" | "users" | "subscriptions"
-        ] | ["", "v1", "billing-profiles", _, "invoices", _]
-    )
-}
-
-/// How far every projection has read (what a projection-backed answer reports).
-pub(crate) async fn projections_position(state: &AppState) -> Result<i64, ApiError> {
-    Ok(state.store.slowest(&projections::names()).await?.1)
 }
 
 fn parse_as_of(raw: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
@@ -155,14 +121,15 @@ async fn licenses(
     State(state): State<AppState>,
     Path(tenant_id): Path<String>,
     Query(query): Query<LicenseQuery>,
+    min_position: MinPosition,
 ) -> Result<Json<Value>, ApiError> {
     let tenant_id = parse_id("tenant_id", &tenant_id)?;
     let as_of = parse_as_of(query.as_of.as_deref())?;
     visible_tenant(&state, &principal, tenant_id).await?;
-    require(&principal, SUPPORTERS)?;
+    require(&principal, READERS)?;
     let (rows, position) = match as_of {
         Some(as_of) => {
-            let position = state.store.log_end().await?;
+            let position = min_position.reached(&state, ReadFrom::Log).await?;
             let events = stream_until(&state, "tenant", tenant_id, as_of).await?;
             let rows = fold(&licenses::Licenses, &events)?;
             (
@@ -171,7 +138,7 @@ async fn licenses(
             )
         }
         None => {
-            let position = projections_position(&state).await?;
+            let position = min_position.reached(&state, ReadFrom::Projections).await?;
             let seats: Vec<SeatsDoc> =
                 listed(&state, licenses::NAME, licenses::SEATS, tenant_id).await?;
             let assigned: Vec<AssignedDoc> =
@@ -199,15 +166,17 @@ async fn users(
     State(state): State<AppState>,
     Path(tenant_id): Path<String>,
     Query(query): Query<UserListQuery>,
+    min_position: MinPosition,
 ) -> Result<Response, ApiError> {
     let tenant_id = parse_id("tenant_id", &tenant_id)?;
     let as_of = parse_as_of(query.as_of.as_deref())?;
     visible_tenant(&state, &principal, tenant_id).await?;
-    require(&principal, SUPPORTERS)?;
+    require(&principal, USER_READERS)?;
     let Some(as_of) = as_of else {
-        return user_list_pages(state, tenant_id, query.include_deleted).await;
+        let position = min_position.reached(&state, ReadFrom::Projections).await?;
+        return user_list_pages(state, tenant_id, query.include_deleted, position).await;
     };
-    let position = state.store.log_end().await?;
+    let position = min_position.reached(&state, ReadFrom::Log).await?;
     let mut events = stream_until(&state, "tenant", tenant_id, as_of).await?;
     let registered: Vec<Uuid> = events
         .iter()
@@ -249,8 +218,8 @@ async fn user_list_pages(
     state: AppState,
     tenant_id: Uuid,
     include_deleted: bool,
+    position: i64,
 ) -> Result<Response, ApiError> {
-    let position = projections_position(&state).await?;
     let scope = tenant_id.to_string();
     let (first, after) = user_page(&state, &scope, "", include_deleted).await?;
     // Keys in the order `json!` writes them (serde_json's maps are sorted).
@@ -365,11 +334,12 @@ async fn subscriptions(
     principal: Principal,
     State(state): State<AppState>,
     Path(tenant_id): Path<String>,
+    min_position: MinPosition,
 ) -> Result<Json<Value>, ApiError> {
     let tenant_id = parse_id("tenant_id", &tenant_id)?;
     visible_tenant(&state, &principal, tenant_id).await?;
-    require(&principal, HISTORIANS)?;
-    let position = projections_position(&state).await?;
+    require(&principal, READERS)?;
+    let position = min_position.reached(&state, ReadFrom::Projections).await?;
     let states: Vec<aggregates::subscription::SubscriptionState> = listed(
         &state,
         projections::subscriptions::NAME,
@@ -393,6 +363,7 @@ async fn invoice(
     principal: Principal,
     State(state): State<AppState>,
     Path((billing_profile_id, month)): Path<(String, String)>,
+    min_position: MinPosition,
 ) -> Result<Json<Value>, ApiError> {
     let billing_profile_id = parse_id("billing_profile_id", &billing_profile_id)?;
     let profile: BillingProfileState =
@@ -401,7 +372,7 @@ async fn invoice(
         field: "month".into(),
         reason: error.to_string(),
     })?;
-    let position = projections_position(&state).await?;
+    let position = min_position.reached(&state, ReadFrom::Projections).await?;
     let billed: Vec<BilledSubscription> =
         listed(&state, billing::NAME, billing::BILLED, billing_profile_id).await?;
     let mut entries: Vec<BillingEntry> = Vec::new();
@@ -435,7 +406,9 @@ async fn history_of(
     state: &AppState,
     aggregate_type: &str,
     aggregate_id: Uuid,
+    min_position: MinPosition,
 ) -> Result<Json<Value>, ApiError> {
+    let position = min_position.reached(state, ReadFrom::Log).await?;
     let events = state
         .store
         .history(aggregate_type, &aggregate_id.to_string())
@@ -444,7 +417,7 @@ async fn history_of(
         "aggregate_type": aggregate_type,
         "aggregate_id": aggregate_id,
         "events": events,
-        "position": state.ledger.position_after(None).await?,
+        "position": position,
     })))
 }
 
@@ -452,29 +425,32 @@ async fn tenant_history(
     principal: Principal,
     State(state): State<AppState>,
     Path(tenant_id): Path<String>,
+    min_position: MinPosition,
 ) -> Result<Json<Value>, ApiError> {
     let tenant_id = parse_id("tenant_id", &tenant_id)?;
     visible_tenant(&state, &principal, tenant_id).await?;
-    require(&principal, HISTORIANS)?;
-    history_of(&state, "tenant", tenant_id).await
+    require(&principal, READERS)?;
+    history_of(&state, "tenant", tenant_id, min_position).await
 }
 
 async fn subscription_history(
     principal: Principal,
     State(state): State<AppState>,
     Path(subscription_id): Path<String>,
+    min_position: MinPosition,
 ) -> Result<Json<Value>, ApiError> {
     let subscription_id = parse_id("subscription_id", &subscription_id)?;
-    visible_subscription(&state, &principal, subscription_id, HISTORIANS).await?;
-    history_of(&state, "subscription", subscription_id).await
+    visible_subscription(&state, &principal, subscription_id, READERS).await?;
+    history_of(&state, "subscription", subscription_id, min_position).await
 }
 
 async fn user_history(
     principal: Principal,
     State(state): State<AppState>,
     Path(user_id): Path<String>,
+    min_position: MinPosition,
 ) -> Result<Json<Value>, ApiError> {
     let user_id = parse_id("user_id", &user_id)?;
-    visible_user(&state, &principal, user_id, HISTORIANS).await?;
-    history_of(&state, "user", user_id).await
+    visible_user(&state, &principal, user_id, READERS).await?;
+    history_of(&state, "user", user_id, min_position).await
 }

@@ -17,20 +17,12 @@ use uuid::Uuid;
 
 use super::parties::visible_tenant;
 use super::{metadata, parse_id, require};
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
+use crate::http::min_position::{MinPosition, ReadFrom};
 use crate::http::problem::ApiError;
 use crate::http::{optional_json, AppState, Json};
 
-/// Roles that may issue subscription commands (within their scope).
-const BUYERS: &[Role] = &[Role::Admin, Role::Reseller, Role::CustomerAdmin];
-/// Roles that may read subscriptions (within their scope).
-const READERS: &[Role] = &[
-    Role::Admin,
-    Role::Reseller,
-    Role::CustomerAdmin,
-    Role::Support,
-    Role::Auditor,
-];
+use crate::access::{self, MANAGERS as BUYERS, READERS};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -98,7 +90,7 @@ pub(super) async fn visible_subscription(
     state: &AppState,
     principal: &Principal,
     subscription_id: Uuid,
-    roles: &[Role],
+    roles: crate::access::Roles,
 ) -> Result<SubscriptionState, ApiError> {
     let not_found = || ApiError::NotFound(format!("subscription {subscription_id} does not exist"));
     let subscription = state
@@ -108,9 +100,14 @@ pub(super) async fn visible_subscription(
         .state
         .clone()
         .ok_or_else(not_found)?;
+    // Only "the tenant is not visible" turns into "the subscription does not exist": a store
+    // failure stays what it is.
     visible_tenant(state, principal, subscription.tenant_id)
         .await
-        .map_err(|_| not_found())?;
+        .map_err(|error| match error {
+            ApiError::NotFound(_) => not_found(),
+            other => other,
+        })?;
     require(principal, roles)?;
     Ok(subscription)
 }
@@ -128,10 +125,13 @@ async fn offer_in_catalog(state: &AppState, raw: &str) -> Result<Offer, ApiError
         })
 }
 
-/// A billing profile the caller may charge: it exists and, for a reseller, is its own.
+/// A billing profile that may be charged for a tenant's subscription (one rule for every
+/// role, see [`access::may_charge`]); an unknown profile answers exactly as one the caller may
+/// not charge, so the answer never tells which profile ids exist.
 async fn usable_billing_profile(
     state: &AppState,
     principal: &Principal,
+    tenant_reseller: Option<Uuid>,
     billing_profile_id: Uuid,
 ) -> Result<(), ApiError> {
     let profile = state
@@ -141,16 +141,15 @@ async fn usable_billing_profile(
     let usable = profile
         .state
         .as_ref()
-        .is_some_and(|profile| match principal.role {
-            Role::Reseller => profile.reseller_id == principal.reseller_id,
-            _ => true,
-        });
+        .is_some_and(|profile| access::may_charge(principal, profile.reseller_id, tenant_reseller));
     if usable {
         Ok(())
     } else {
         Err(ApiError::Invalid {
             field: "billing_profile_id".into(),
-            reason: format!("billing profile {billing_profile_id} does not exist"),
+            reason: format!(
+                "billing profile {billing_profile_id} does not exist or may not be charged for this tenant"
+            ),
         })
     }
 }
@@ -173,7 +172,7 @@ async fn purchase(
     Json(input): Json<PurchaseInput>,
 ) -> Result<impl IntoResponse, ApiError> {
     let tenant_id = parse_id("tenant_id", &tenant_id)?;
-    visible_tenant(&state, &principal, tenant_id).await?;
+    let (_, tenant) = visible_tenant(&state, &principal, tenant_id).await?;
     require(&principal, BUYERS)?;
     let offer = offer_in_catalog(&state, &input.offer_id).await?;
     let quantity = Quantity::parse("quantity", input.quantity)?;
@@ -183,7 +182,13 @@ async fn purchase(
         .map(Term::parse)
         .transpose()?
         .unwrap_or_default();
-    usable_billing_profile(&state, &principal, input.billing_profile_id).await?;
+    usable_billing_profile(
+        &state,
+        &principal,
+        tenant.reseller_id,
+        input.billing_profile_id,
+    )
+    .await?;
     let subscription_id = Uuid::new_v4();
     let landed = state
         .ledger
@@ -220,11 +225,18 @@ async fn get_subscription(
     principal: Principal,
     State(state): State<AppState>,
     Path(subscription_id): Path<String>,
+    min_position: MinPosition,
 ) -> Result<Json<Value>, ApiError> {
+    if let Some((_, action)) = subscription_id.split_once(':') {
+        return Err(ApiError::MethodNotAllowed(format!(
+            "GET /v1/subscriptions/{subscription_id}: :{action} is an action, sent with POST"
+        )));
+    }
     let subscription_id = parse_id("subscription_id", &subscription_id)?;
+    let position = min_position.reached(&state, ReadFrom::Log).await?;
     let subscription = visible_subscription(&state, &principal, subscription_id, READERS).await?;
     let mut body = subscription_view(&subscription, state.clock.now());
-    body["position"] = json!(state.ledger.position_after(None).await?);
+    body["position"] = json!(position);
     Ok(Json(body))
 }
 
@@ -369,8 +381,15 @@ async fn assign_billing_profile(
     Json(input): Json<BillingProfileInput>,
 ) -> Result<Json<Value>, ApiError> {
     let subscription_id = parse_id("subscription_id", &subscription_id)?;
-    visible_subscription(&state, &principal, subscription_id, BUYERS).await?;
-    usable_billing_profile(&state, &principal, input.billing_profile_id).await?;
+    let subscription = visible_subscription(&state, &principal, subscription_id, BUYERS).await?;
+    let (_, tenant) = visible_tenant(&state, &principal, subscription.tenant_id).await?;
+    usable_billing_profile(
+        &state,
+        &principal,
+        tenant.reseller_id,
+        input.billing_profile_id,
+    )
+    .await?;
     let command = SubscriptionCommand::AssignBillingProfile {
         billing_profile_id: input.billing_profile_id,
         at: state.clock.now(),

@@ -23,25 +23,12 @@ use uuid::Uuid;
 
 use super::parties::visible_tenant;
 use super::{metadata, parse_id, require};
-use crate::auth::{Principal, Role};
+use crate::auth::Principal;
+use crate::http::min_position::{MinPosition, ReadFrom};
 use crate::http::problem::ApiError;
 use crate::http::{optional_json, AppState, Json};
 
-const MANAGERS: &[Role] = &[Role::Admin, Role::Reseller, Role::CustomerAdmin];
-const READERS: &[Role] = &[
-    Role::Admin,
-    Role::Reseller,
-    Role::CustomerAdmin,
-    Role::PasswordAdmin,
-    Role::Support,
-    Role::Auditor,
-];
-const PASSWORD_RESETTERS: &[Role] = &[
-    Role::Admin,
-    Role::Reseller,
-    Role::CustomerAdmin,
-    Role::PasswordAdmin,
-];
+use crate::access::{MANAGERS, PASSWORD_RESETTERS, USER_READERS as READERS};
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -61,7 +48,7 @@ pub(super) async fn visible_user(
     state: &AppState,
     principal: &Principal,
     user_id: Uuid,
-    roles: &[Role],
+    roles: crate::access::Roles,
 ) -> Result<UserState, ApiError> {
     tenant_of_visible_user(state, principal, user_id, roles).await?;
     state
@@ -80,7 +67,7 @@ async fn tenant_of_visible_user(
     state: &AppState,
     principal: &Principal,
     user_id: Uuid,
-    roles: &[Role],
+    roles: crate::access::Roles,
 ) -> Result<Uuid, ApiError> {
     let not_found = || ApiError::NotFound(format!("user {user_id} does not exist"));
     let tenant_id = state
@@ -237,12 +224,19 @@ async fn get_user(
     principal: Principal,
     State(state): State<AppState>,
     Path(user_id): Path<String>,
+    min_position: MinPosition,
 ) -> Result<Json<Value>, ApiError> {
+    if let Some((_, action)) = user_id.split_once(':') {
+        return Err(ApiError::MethodNotAllowed(format!(
+            "GET /v1/users/{user_id}: :{action} is an action, sent with POST"
+        )));
+    }
     let user_id = parse_id("user_id", &user_id)?;
+    let position = min_position.reached(&state, ReadFrom::Log).await?;
     let user = visible_user(&state, &principal, user_id, READERS).await?;
     let tenant = state.ledger.tenant(user.tenant_id).await?;
     let mut body = user_view(&state, &user, tenant).await?;
-    body["position"] = json!(state.ledger.position_after(None).await?);
+    body["position"] = json!(position);
     Ok(Json(body))
 }
 
