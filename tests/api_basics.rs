@@ -203,6 +203,17 @@ async fn basics(backend: Backend) {
         .unwrap();
     let body = problem(refused, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value").await;
     assert_eq!(body["field"], "unit_price");
+    // A price so large that invoices would overflow is refused where it enters.
+    let mut huge = addon.clone();
+    huge["unit_price"]["amount"] = json!("79000000000000000000000000000");
+    let refused = app
+        .request(Method::POST, "/v1/offers", &app.admin_token)
+        .json(&huge)
+        .send()
+        .await
+        .unwrap();
+    let body = problem(refused, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value").await;
+    assert_eq!(body["field"], "unit_price");
     let by_support = app
         .request(Method::POST, "/v1/offers", &support_token)
         .json(&addon)
@@ -212,6 +223,98 @@ async fn basics(backend: Backend) {
     problem(by_support, StatusCode::FORBIDDEN, "forbidden").await;
 
     app.stop().await;
+}
+
+/// The sandbox clock refuses a step it cannot take (422 naming the field) and goes on working;
+/// seat counts stop at the subscription's limit instead of wrapping.
+async fn bounds(backend: Backend) {
+    let app = support::spawn_app_with(backend, true).await;
+    let admin = app.admin_token.clone();
+    for body in [
+        json!({"advance_seconds": 10_000_000_000_000i64}),
+        json!({"advance_seconds": i64::MAX}),
+        json!({"now": "9999-12-31T00:00:00Z"}),
+    ] {
+        let field = body.as_object().unwrap().keys().next().unwrap().clone();
+        let response = app
+            .request(Method::POST, "/v1/sandbox/clock", &admin)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let refused = problem(response, StatusCode::UNPROCESSABLE_ENTITY, "invalid_value").await;
+        assert_eq!(refused["field"], json!(field), "{refused}");
+    }
+    let (status, moved) = app
+        .call(
+            Method::POST,
+            &admin,
+            "/v1/sandbox/clock",
+            Some(json!({"advance_seconds": 86_400})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "the clock still moves: {moved}");
+
+    let (profile, tenant) = app.billing_profile_and_contoso().await;
+    let (status, subscription) = app
+        .call(
+            Method::POST,
+            &admin,
+            &format!("/v1/tenants/{tenant}/subscriptions"),
+            Some(json!({
+                "offer_id": aggregates::catalog::offers::ENTERPRISE_E3,
+                "quantity": 1_000_000,
+                "billing_profile_id": profile,
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{subscription}");
+    let add = format!(
+        "/v1/subscriptions/{}/licenses:add",
+        subscription["id"].as_str().unwrap()
+    );
+    let (status, refused) = app
+        .call(Method::POST, &admin, &add, Some(json!({"count": 1})))
+        .await;
+    assert_eq!(
+        (status, refused["code"].clone()),
+        (StatusCode::CONFLICT, json!("seat_limit_exceeded")),
+        "{refused}"
+    );
+    let (status, refused) = app
+        .call(
+            Method::POST,
+            &admin,
+            &add,
+            Some(json!({"count": 1_000_001})),
+        )
+        .await;
+    assert_eq!(
+        (status, refused["field"].clone()),
+        (StatusCode::UNPROCESSABLE_ENTITY, json!("count")),
+        "{refused}"
+    );
+    // A command after all of that still runs: nothing was left poisoned.
+    let (status, _) = app
+        .call(
+            Method::POST,
+            &admin,
+            "/v1/resellers",
+            Some(json!({"name": "After"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn clock_and_seat_bounds_on_postgres() {
+    bounds(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn clock_and_seat_bounds_on_sqlite() {
+    bounds(Backend::Sqlite).await;
 }
 
 #[tokio::test]

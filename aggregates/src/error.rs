@@ -189,6 +189,19 @@ pub enum DomainError {
         /// Seats asked to remove.
         removing: u32,
     },
+    /// A subscription holds at most [`crate::subscription::MAX_SEATS`] seats.
+    #[error(
+        "a subscription holds at most {limit} seats: it has {seats}, so at most {} more can be added, not {adding}",
+        .limit.saturating_sub(*.seats)
+    )]
+    SeatLimitExceeded {
+        /// The most seats a subscription may hold.
+        limit: u32,
+        /// Its seats now.
+        seats: u32,
+        /// Seats asked to add.
+        adding: u32,
+    },
     /// The subscription is not a trial.
     #[error("subscription {subscription_id} is not a trial")]
     NotATrial {
@@ -292,6 +305,7 @@ impl DomainError {
             Self::CancellationWindowClosed { .. } => "cancellation_window_closed",
             Self::InsufficientRefundableSeats { .. } => "insufficient_refundable_seats",
             Self::QuantityBelowMinimum { .. } => "quantity_below_minimum",
+            Self::SeatLimitExceeded { .. } => "seat_limit_exceeded",
             Self::NotATrial { .. } => "not_a_trial",
             Self::UpgradeNotAllowed { .. } => "upgrade_not_allowed",
             Self::TermNotEnded { .. } => "term_not_ended",
@@ -326,6 +340,7 @@ impl DomainError {
             Self::CancellationWindowClosed { .. } => "Cancellation window closed",
             Self::InsufficientRefundableSeats { .. } => "Not enough refundable seats",
             Self::QuantityBelowMinimum { .. } => "A subscription keeps at least one seat",
+            Self::SeatLimitExceeded { .. } => "Seat limit exceeded",
             Self::NotATrial { .. } => "Not a trial",
             Self::UpgradeNotAllowed { .. } => "Upgrade not allowed",
             Self::TermNotEnded { .. } => "Term has not ended",

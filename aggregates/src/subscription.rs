@@ -18,6 +18,10 @@ use crate::rules::CommercialRules;
 use crate::tenant::{ParentChainProof, SeatSnapshot, SeatState};
 use crate::values::{Quantity, Term, UnitPrice};
 
+/// The most seats one subscription holds: as many as one command may ask for, and far below
+/// where a seat count (a `u32`) or an invoice line (seats × price) could overflow.
+pub const MAX_SEATS: u32 = Quantity::MAX;
+
 /// Why a subscription was suspended.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", tag = "kind")]
@@ -711,12 +715,21 @@ impl Subscription {
                         seats: state.quantity,
                     });
                 }
+                let total = state
+                    .quantity
+                    .checked_add(count.get())
+                    .filter(|total| *total <= MAX_SEATS)
+                    .ok_or(DomainError::SeatLimitExceeded {
+                        limit: MAX_SEATS,
+                        seats: state.quantity,
+                        adding: count.get(),
+                    })?;
                 SubscriptionEvent::LicensesAdded {
                     count: count.get(),
                     batch: state.next_batch,
                     refundable_until: at + rules.cancellation_window,
                     unit_price: state.offer.unit_price.clone(),
-                    seats: state.with(|next| next.quantity += count.get()),
+                    seats: state.with(|next| next.quantity = total),
                     at,
                 }
             }

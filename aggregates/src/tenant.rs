@@ -606,10 +606,12 @@ impl Tenant {
             .values()
             .filter(|held| &held.offer.provisioning_id == product)
         {
+            // Each subscription is bounded (subscription::MAX_SEATS); a tenant with thousands
+            // of maximal ones saturates rather than wraps.
             match held.state {
-                SeatState::Enabled => enabled += held.quantity,
-                SeatState::Warning => warning += held.quantity,
-                SeatState::Suspended => suspended += held.quantity,
+                SeatState::Enabled => enabled = enabled.saturating_add(held.quantity),
+                SeatState::Warning => warning = warning.saturating_add(held.quantity),
+                SeatState::Suspended => suspended = suspended.saturating_add(held.quantity),
                 SeatState::Inactive => {}
             }
         }

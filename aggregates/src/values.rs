@@ -476,7 +476,12 @@ pub struct UnitPrice {
 }
 
 impl UnitPrice {
-    /// Parses a price; the amount must be ≥ 0 with at most 4 decimal places.
+    /// The highest price per licence per month: far above any real one, and low enough that
+    /// a month's invoice (at most a million seats per subscription) cannot overflow a decimal.
+    pub const MAX: Decimal = Decimal::from_parts(1_000_000, 0, 0, false, 0);
+
+    /// Parses a price; the amount must be from 0 to [`UnitPrice::MAX`] with at most 4 decimal
+    /// places.
     pub fn parse(amount: &str, currency: &str) -> Result<Self, ParseError> {
         let value = Decimal::from_str(amount.trim()).map_err(|_| {
             ParseError::new("unit_price", "must be a decimal string such as \"12.50\"")
@@ -488,6 +493,12 @@ impl UnitPrice {
             return Err(ParseError::new(
                 "unit_price",
                 "must have at most 4 decimal places",
+            ));
+        }
+        if value > Self::MAX {
+            return Err(ParseError::new(
+                "unit_price",
+                format!("must be at most {} per licence per month", Self::MAX),
             ));
         }
         Ok(Self {
@@ -688,6 +699,19 @@ mod tests {
         );
         assert!(UnitPrice::parse("-1", "USD").is_err());
         assert!(UnitPrice::parse("1.23456", "USD").is_err());
+    }
+
+    #[test]
+    fn unit_prices_are_bounded_so_invoices_cannot_overflow() {
+        assert!(UnitPrice::parse("1000000", "USD").is_ok());
+        let refused = UnitPrice::parse("1000000.0001", "USD").unwrap_err();
+        assert_eq!(refused.field, "unit_price");
+        assert!(
+            refused.reason.contains("at most 1000000"),
+            "{}",
+            refused.reason
+        );
+        assert!(UnitPrice::parse("79000000000000000000000000000", "USD").is_err());
     }
 
     #[test]

@@ -672,3 +672,48 @@ proptest! {
         prop_assert_eq!(serde_json::from_str::<LicenceSet>(&json).unwrap(), set);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Seat counts never wrap: however many large additions arrive, a subscription holds at
+    /// most `MAX_SEATS`, exactly the additions it accepted, and the tenant's pool agrees.
+    #[test]
+    fn seat_counts_are_checked_and_never_wrap(
+        opening in 1u32..=aggregates::subscription::MAX_SEATS,
+        additions in prop::collection::vec(1u32..=Quantity::MAX, 1..40),
+    ) {
+        let limit = aggregates::subscription::MAX_SEATS;
+        let mut books = Books::new();
+        let mut users = Vec::new();
+        let mut next_sub = 0;
+        apply_op(
+            &mut books,
+            &Op::Purchase { offer: 3, quantity: i64::from(opening), trial: false },
+            &mut users,
+            &mut next_sub,
+        );
+        let subscription_id = *books.subscriptions.keys().next().expect("the purchase opened one");
+        let mut expected = opening;
+        for count in additions {
+            let outcome = books.dispatch(FollowUp::Subscription {
+                subscription_id,
+                command: SubscriptionCommand::AddLicenses {
+                    count: Quantity::parse("count", i64::from(count)).unwrap(),
+                    at: books.now,
+                },
+            });
+            if u64::from(expected) + u64::from(count) <= u64::from(limit) {
+                prop_assert!(outcome.is_ok(), "{:?}", outcome);
+                expected += count;
+            } else {
+                let refusal = outcome.unwrap_err();
+                prop_assert_eq!(refusal.code(), "seat_limit_exceeded");
+            }
+            let held = books.subscriptions[&subscription_id].live.state.as_ref().unwrap().quantity;
+            prop_assert_eq!(held, expected);
+            let product = offer(3).provisioning_id;
+            prop_assert_eq!(books.tenant().seats(&product).enabled, expected);
+        }
+    }
+}

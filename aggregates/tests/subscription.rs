@@ -550,6 +550,38 @@ fn add_licenses_opens_batch_2_with_its_own_168h_window_at_the_offer_price() {
 }
 
 #[test]
+fn add_licenses_past_the_seat_limit_is_refused_naming_the_limit_and_the_seats_left() {
+    let e1 = e1();
+    let limit = aggregates::subscription::MAX_SEATS;
+    framework()
+        .given(vec![opened(&e1, limit - 10)])
+        .when(add(11, jan(2)))
+        .then_expect_error(DomainError::SeatLimitExceeded {
+            limit,
+            seats: limit - 10,
+            adding: 11,
+        });
+    framework()
+        .given(vec![opened(&e1, limit - 10)])
+        .when(add(10, jan(2)))
+        .then_expect_events(vec![SubscriptionEvent::LicensesAdded {
+            count: 10,
+            batch: 2,
+            refundable_until: jan(9),
+            unit_price: usd("8.00"),
+            seats: snapshot(&e1, limit, SeatState::Enabled),
+            at: jan(2),
+        }]);
+    let refusal = DomainError::SeatLimitExceeded {
+        limit,
+        seats: limit - 10,
+        adding: 11,
+    };
+    assert_eq!(refusal.code(), "seat_limit_exceeded");
+    assert!(refusal.to_string().contains("at most 10 more"), "{refusal}");
+}
+
+#[test]
 fn add_licenses_numbers_batches_consecutively_and_sums_the_quantity() {
     let e1 = e1();
     framework()

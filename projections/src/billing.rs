@@ -409,7 +409,7 @@ pub fn invoice(billing_profile_id: Uuid, month: Month, entries: &[BillingEntry])
                     period_start: month.first_day(),
                     period_end: month.last_day(),
                     changed_at: None,
-                    amount: cents(Decimal::from(seats) * last.unit_price.amount),
+                    amount: cents(line_amount(seats, &last.unit_price, 1, 1)),
                     currency: last.unit_price.currency.clone(),
                 });
             }
@@ -426,7 +426,8 @@ pub fn invoice(billing_profile_id: Uuid, month: Month, entries: &[BillingEntry])
     let lines: Vec<InvoiceLine> = charges.into_iter().chain(prorations).collect();
     let mut totals: BTreeMap<Currency, Decimal> = BTreeMap::new();
     for line in &lines {
-        *totals.entry(line.currency.clone()).or_default() += line.amount;
+        let total = totals.entry(line.currency.clone()).or_default();
+        *total = total.saturating_add(line.amount);
     }
     Invoice {
         billing_profile_id,
@@ -437,6 +438,17 @@ pub fn invoice(billing_profile_id: Uuid, month: Month, entries: &[BillingEntry])
             .map(|(currency, amount)| Total { currency, amount })
             .collect(),
     }
+}
+
+/// `seats × price × days / days_in_month`, saturating instead of panicking: prices and seat
+/// counts are bounded where they enter (UnitPrice::MAX, subscription::MAX_SEATS), but an
+/// invoice must never fail over a value the log kept from before those bounds.
+fn line_amount(seats: i64, price: &UnitPrice, days: i64, days_in_month: i64) -> Decimal {
+    Decimal::from(seats)
+        .saturating_mul(price.amount)
+        .saturating_mul(Decimal::from(days))
+        .checked_div(Decimal::from(days_in_month.max(1)))
+        .unwrap_or(Decimal::MAX)
 }
 
 /// The proration lines of the change from `before` to `after` during `month`.
@@ -457,10 +469,12 @@ fn prorate(before: Option<&BillingEntry>, after: &BillingEntry, month: Month) ->
         period_start: day,
         period_end: month.last_day(),
         changed_at: Some(after.at),
-        amount: cents(
-            Decimal::from(seats) * price.amount * Decimal::from(days)
-                / Decimal::from(days_in_month),
-        ),
+        amount: cents(line_amount(
+            seats,
+            price,
+            i64::from(days),
+            i64::from(days_in_month),
+        )),
         currency: price.currency.clone(),
     };
     let old_seats = before.map_or(0, |before| i64::from(before.billable_seats));

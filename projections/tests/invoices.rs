@@ -973,3 +973,20 @@ fn month_parse_reads_yyyy_mm_and_counts_days() {
     assert_eq!(month("0001-01").to_string(), "0001-01");
     assert_eq!(Month::of(at(2026, 2, 28, 23, 59)), month("2026-02"));
 }
+
+#[test]
+fn an_unbounded_price_kept_in_the_log_saturates_the_invoice_instead_of_panicking() {
+    // Prices are bounded where they enter now (UnitPrice::MAX), but the log may keep one
+    // published before: the invoice still comes out, at the largest amount there is.
+    let mut log = Log::default();
+    let mut offer = business_premium();
+    offer.unit_price = UnitPrice {
+        amount: Decimal::MAX,
+        currency: offer.unit_price.currency.clone(),
+    };
+    log.buy(0x12, offer, 1_000_000, PROFILE, at(2026, 1, 10, 9, 0));
+    let february = log.invoice(PROFILE, "2026-02");
+    assert_eq!(february.lines.len(), 2, "a monthly line and a proration");
+    assert_eq!(february.lines[0].amount, Decimal::MAX);
+    assert_eq!(february.totals[0].amount, Decimal::MAX);
+}
