@@ -91,7 +91,8 @@ pub struct Landed {
     pub aggregate_id: String,
     /// The last event's sequence in its stream.
     pub sequence: usize,
-    /// The last event's position in the log.
+    /// A log position at or after the last event of the command's whole chain: the last
+    /// event's own, or the log's end when a follow-up found its work done by someone else.
     pub position: i64,
 }
 
@@ -146,14 +147,31 @@ impl<R: PersistedEventRepository + 'static> Ledger<R> {
     ) -> Result<Option<Landed>, LedgerError> {
         let mut queue = VecDeque::new();
         let mut landed = self.step(command, metadata, &mut queue).await?;
+        // A follow-up that decided nothing may have found its work done by someone else: the
+        // process-manager consumer (woken by this very commit) or another instance can run
+        // the same follow-up first, and its event then lands after ours. Its commit is
+        // visible by the time ours decides nothing, so the log's end covers it.
+        let mut done_elsewhere = false;
         while let Some(next) = queue.pop_front() {
+            let writes = !matches!(next, FollowUp::Schedule(_) | FollowUp::Cancel { .. });
             let description = format!("{next:?}");
             match self.step(next, metadata, &mut queue).await {
-                Ok(Some(later)) => landed = Some(later),
-                Ok(None) => {}
+                Ok(Some(later)) => {
+                    landed = Some(match landed.take() {
+                        Some(earlier) if earlier.position > later.position => earlier,
+                        _ => later,
+                    });
+                }
+                Ok(None) => done_elsewhere |= writes,
                 Err(error) => {
+                    done_elsewhere = true;
                     warn!(%error, follow_up = %description, "follow-up did not complete; the process-manager consumer will retry it");
                 }
+            }
+        }
+        if done_elsewhere {
+            if let Some(landed) = landed.as_mut() {
+                landed.position = landed.position.max(self.log_end().await?);
             }
         }
         Ok(landed)
