@@ -73,6 +73,24 @@ pub struct ServeSettings {
         value_parser = clap::value_parser!(u32).range(1..=8760)
     )]
     pub idempotency_ttl_hours: u32,
+
+    /// The most live event feeds (`/v1/events/stream`) open at once; past it, 503.
+    #[arg(
+        long,
+        env = "SEATLEDGER_MAX_EVENT_STREAMS",
+        default_value_t = 256,
+        value_parser = clap::value_parser!(u32).range(1..=100_000)
+    )]
+    pub max_event_streams: u32,
+
+    /// The most live event feeds one token holds open at once; past it, 429.
+    #[arg(
+        long,
+        env = "SEATLEDGER_MAX_EVENT_STREAMS_PER_TOKEN",
+        default_value_t = 16,
+        value_parser = clap::value_parser!(u32).range(1..=100_000)
+    )]
+    pub max_event_streams_per_token: u32,
 }
 
 /// Settings of the JetStream publisher.

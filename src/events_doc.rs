@@ -530,7 +530,13 @@ tenants' events; a customer admin: its tenant's):
 - `GET /v1/events/stream` (Server-Sent Events) sends every event after `?after=` (or the start),
   then each new one as it commits. Each SSE message has `id:` = the event's `position` and
   `data:` = the envelope. A reconnecting client sends `Last-Event-ID` and resumes right after
-  that event, missing nothing (browsers' `EventSource` does it by itself).
+  that event, missing nothing (browsers' `EventSource` does it by itself). A client that
+  falls far behind (it stopped reading while the log ran on) gets a last message
+  `event: lagged` whose `id:` (and `data.resume_after`) is where to resume — possibly an event
+  outside its scope, which is fine as a `Last-Event-ID` — and the stream ends; reconnect with it.
+  Each token may hold 16 streams open at once (429 `too_many_streams` past that, with
+  `Retry-After`) and the service 256 (503 `streams_unavailable`); both are settings
+  (`--max-event-streams-per-token`, `--max-event-streams`).
 
 ## Versioning
 

@@ -243,6 +243,9 @@ pub async fn start(
         publisher: publisher.clone(),
     }));
     let tenancy = std::sync::Arc::new(feed::tenancy::Tenancy::new(store.clone()));
+    let closing = std::sync::Arc::new(tokio::sync::watch::channel(false).0);
+    let tail = std::sync::Arc::new(feed::tail::LogTail::new(store.clone(), tenancy.clone()));
+    tokio::spawn(tail.clone().run(ledger.commits(), closing.subscribe()));
     Ok((
         http::AppState {
             ledger,
@@ -253,7 +256,12 @@ pub async fn start(
             workers,
             publisher,
             tenancy,
-            closing: std::sync::Arc::new(tokio::sync::watch::channel(false).0),
+            closing,
+            tail,
+            feeds: feed::tail::LiveFeeds::new(
+                settings.max_event_streams,
+                settings.max_event_streams_per_token,
+            ),
             idempotency: std::sync::Arc::new(http::idempotency::Retention::new(
                 chrono::Duration::hours(i64::from(settings.idempotency_ttl_hours)),
             )),

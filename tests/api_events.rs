@@ -1121,6 +1121,7 @@ struct Sse {
     response: reqwest::Response,
     buffer: Vec<u8>,
     id: Option<String>,
+    event: Option<String>,
     data: Vec<String>,
     /// How the stream ended, once it has: cleanly, or with the transport's error.
     ended: Option<Result<(), String>>,
@@ -1130,6 +1131,8 @@ struct Sse {
 #[derive(Debug)]
 struct SseEvent {
     id: Option<String>,
+    /// The `event:` name, when the service names one (`lagged`).
+    event: Option<String>,
     data: Value,
 }
 
@@ -1169,6 +1172,7 @@ impl Sse {
             response,
             buffer: Vec::new(),
             id: None,
+            event: None,
             data: Vec::new(),
             ended: None,
         })
@@ -1184,13 +1188,14 @@ impl Sse {
                 let line = line.trim_end_matches(['\n', '\r']);
                 if line.is_empty() {
                     let id = self.id.take();
+                    let event = self.event.take();
                     if self.data.is_empty() {
                         continue;
                     }
                     let data = std::mem::take(&mut self.data).join("\n");
                     let data = serde_json::from_str(&data)
                         .unwrap_or_else(|error| panic!("data is not JSON ({error}): {data}"));
-                    return Some(SseEvent { id, data });
+                    return Some(SseEvent { id, event, data });
                 }
                 if line.starts_with(':') {
                     continue;
@@ -1199,6 +1204,7 @@ impl Sse {
                 let value = value.strip_prefix(' ').unwrap_or(value);
                 match field {
                     "id" => self.id = Some(value.to_owned()),
+                    "event" => self.event = Some(value.to_owned()),
                     "data" => self.data.push(value.to_owned()),
                     _ => {}
                 }
@@ -1401,4 +1407,116 @@ async fn shutdown_ends_a_stream_whose_client_stopped_reading_on_postgres() {
             );
         }
     }
+}
+
+/// Appends `count` copies of the log's first reseller event (each its own new reseller) in one
+/// statement: a burst far larger than the shared tail's ring, written in a moment.
+async fn burst_of_events(store: &Store, count: i64) {
+    let Store::Postgres(pool) = store else {
+        unreachable!("the burst is written on PostgreSQL")
+    };
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         SELECT aggregate_type, gen_random_uuid()::text, 1, event_type, event_version, payload, metadata
+           FROM (SELECT * FROM events WHERE aggregate_type = 'reseller' ORDER BY position LIMIT 1) AS first,
+                generate_series(1, $1)",
+    )
+    .bind(count)
+    .execute(pool)
+    .await
+    .expect("the burst is written");
+}
+
+/// A client that stops reading falls behind the shared tail: the service holds nothing more
+/// for it than the ring everybody shares, ends its feed with a `lagged` event whose id is where
+/// to resume, and the reconnect with that `Last-Event-ID` gets the rest with nothing missed or
+/// repeated.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_ended_with_an_id_to_resume_from_on_postgres() {
+    const BURST: i64 = 40_000;
+    let app = spawn_app(Backend::Postgres).await;
+    let admin = app.admin_token.clone();
+    world(&app).await;
+    quiesce(&app).await;
+    let mut slow = Sse::open(&app, Some(&admin), "?after=0", None)
+        .await
+        .expect("the stream opens");
+    let before = table(&app.state.store).await.len();
+    let mut received = slow.take(before).await;
+    // Live now; while it reads nothing, the log runs far past what any buffer holds.
+    burst_of_events(&app.state.store, BURST).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let resume_after = loop {
+        let event = slow
+            .next(Instant::now() + DEADLINE)
+            .await
+            .expect("the feed says where to resume before it ends");
+        if event.event.as_deref() == Some("lagged") {
+            let resume_after = event.data["resume_after"].as_i64().expect("resume_after");
+            assert_eq!(event.id, Some(resume_after.to_string()), "{event:?}");
+            break resume_after;
+        }
+        received.push(event.data);
+    };
+    assert!(
+        slow.next(Instant::now() + DEADLINE).await.is_none(),
+        "the lagged feed ends"
+    );
+    assert!(
+        received.len() < before + BURST as usize,
+        "the client did fall behind"
+    );
+    let mut resumed = Sse::open(&app, Some(&admin), "", Some(&resume_after.to_string()))
+        .await
+        .expect("the stream resumes");
+    let rows = table(&app.state.store).await;
+    received.extend(resumed.take(rows.len() - received.len()).await);
+    assert_eq!(
+        event_ids(&received),
+        ids(&rows),
+        "every event once, in the log's order"
+    );
+    app.stop().await;
+}
+
+/// Live feeds are capped per token (429) with `Retry-After`; a feed whose client went away
+/// frees its place.
+#[tokio::test]
+async fn live_feeds_are_capped_per_token_on_sqlite() {
+    let app = spawn_app(Backend::Sqlite).await;
+    let admin = app.admin_token.clone();
+    let mut open = Vec::new();
+    for _ in 0..16 {
+        open.push(
+            Sse::open(&app, Some(&admin), "", None)
+                .await
+                .expect("under the cap"),
+        );
+    }
+    let refused = app
+        .client
+        .get(app.url("/v1/events/stream"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(refused.headers().contains_key("retry-after"));
+    let problem: Value = refused.json().await.unwrap();
+    assert_eq!(problem["code"], json!("too_many_streams"));
+    // Another token has its own share.
+    let support = token(&app, json!({"role": "support"})).await;
+    Sse::open(&app, Some(&support), "", None)
+        .await
+        .expect("another token's feed opens");
+    // A client that hangs up frees its place once the service next writes to it.
+    open.pop();
+    post(&app, "/v1/resellers", json!({"name": "Wakes every feed"})).await;
+    app.eventually(
+        DEADLINE.as_secs(),
+        "the closed feed's place is free",
+        || async { Sse::open(&app, Some(&admin), "", None).await.ok() },
+    )
+    .await;
+    app.stop().await;
 }

@@ -4,6 +4,7 @@
 
 pub mod envelope;
 pub mod publisher;
+pub mod tail;
 pub mod tenancy;
 
 use crate::log::{Checkpoint, StoredEvent};
@@ -70,12 +71,35 @@ pub async fn page(
     limit: usize,
     scan: usize,
 ) -> Result<Page, FeedError> {
+    page_until(
+        store,
+        tenancy,
+        audience,
+        after,
+        Checkpoint::END,
+        limit,
+        scan,
+    )
+    .await
+}
+
+/// [`page`] of the events after `after` up to and including `until` only (`more` says
+/// whether any remain before `until`).
+pub async fn page_until(
+    store: &Store,
+    tenancy: &Tenancy,
+    audience: Audience,
+    after: Checkpoint,
+    until: Checkpoint,
+    limit: usize,
+    scan: usize,
+) -> Result<Page, FeedError> {
     let mut events = Vec::new();
     let mut next = after;
     let mut scanned = 0;
     loop {
         let want = SCAN_BATCH.min((scan - scanned).max(1) as i64);
-        let batch = store.read_log(next, Checkpoint::END, want).await?;
+        let batch = store.read_log(next, until, want).await?;
         let exhausted = (batch.len() as i64) < want;
         for stored in batch {
             scanned += 1;
@@ -84,7 +108,7 @@ pub async fn page(
             if tenancy.may_read(audience, tenant).await? {
                 events.push(event);
                 if events.len() >= limit {
-                    let more = !store.read_log(next, Checkpoint::END, 1).await?.is_empty();
+                    let more = !store.read_log(next, until, 1).await?.is_empty();
                     return Ok(Page { events, next, more });
                 }
             }

@@ -54,6 +54,10 @@ pub struct AppState {
     pub closing: Arc<tokio::sync::watch::Sender<bool>>,
     /// How long `Idempotency-Key` answers are kept.
     pub idempotency: Arc<idempotency::Retention>,
+    /// The shared tail of the log every live feed follows.
+    pub tail: Arc<crate::feed::tail::LogTail>,
+    /// The caps on live feeds.
+    pub feeds: Arc<crate::feed::tail::LiveFeeds>,
 }
 
 impl<S> FromRequestParts<S> for Principal

@@ -54,6 +54,10 @@ pub enum ApiError {
         /// The position reached.
         reached: i64,
     },
+    /// The token holds its most live feeds already (the most it may hold).
+    TooManyStreams(u32),
+    /// The service holds its most live feeds already.
+    StreamsUnavailable,
     /// The store cannot be reached now: 503 with `Retry-After`, quickly, never a 500.
     Unavailable(String),
     /// Something broke inside; logged, never shown.
@@ -100,6 +104,13 @@ impl From<sqlx::Error> for ApiError {
             Self::Internal(error.to_string())
         }
     }
+}
+
+fn with_retry_after(mut response: Response, seconds: u32) -> Response {
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from(seconds));
+    response
 }
 
 /// What a 503 asks the client to wait before retrying.
@@ -208,6 +219,24 @@ impl IntoResponse for ApiError {
                 "idempotent_request_in_progress",
                 "Request in progress",
                 "a request with this Idempotency-Key is still running; retry shortly",
+            ),
+            Self::TooManyStreams(max) => with_retry_after(
+                problem(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too_many_streams",
+                    "Too many live feeds",
+                    &format!("this token holds {max} live feeds already, its most; close one first"),
+                ),
+                5,
+            ),
+            Self::StreamsUnavailable => with_retry_after(
+                problem(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "streams_unavailable",
+                    "No live feed free",
+                    "the service holds its most live feeds; retry shortly, or page with GET /v1/events",
+                ),
+                10,
             ),
             Self::Unavailable(message) => {
                 tracing::warn!(%message, "store unreachable");

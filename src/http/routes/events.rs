@@ -13,10 +13,13 @@ use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
+use std::collections::VecDeque;
+
+use tokio::sync::broadcast;
 use tracing::{debug, error};
 
 use crate::auth::Principal;
+use crate::feed::tail::{Batch, FeedRefusal, FeedSlot};
 use crate::feed::tenancy::Audience;
 use crate::feed::{self, FeedError};
 use crate::http::min_position::{MinPosition, ReadFrom};
@@ -29,10 +32,6 @@ const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1_000;
 /// How many events one page may read past while filling itself from a narrow scope.
 const PAGE_SCAN: usize = 10_000;
-/// How often a live feed that is caught up looks at the log for other instances' commits.
-const LIVE_POLL: Duration = Duration::from_millis(250);
-/// Events held for a slow SSE client before the feed waits for it.
-const SSE_BUFFER: usize = 256;
 
 pub(super) fn routes() -> Router<AppState> {
     Router::new()
@@ -135,6 +134,14 @@ async fn stream(
     Query(query): Query<FeedQuery>,
 ) -> Result<impl axum::response::IntoResponse, ApiError> {
     let audience = audience(&principal)?;
+    // Refused before anything reads the store: a caller at its cap costs nothing.
+    let slot = state
+        .feeds
+        .open(principal.token_id)
+        .map_err(|refusal| match refusal {
+            FeedRefusal::TooManyForToken(max) => ApiError::TooManyStreams(max),
+            FeedRefusal::TooMany => ApiError::StreamsUnavailable,
+        })?;
     // A reconnecting EventSource sends the id of the last event it received.
     let resume = headers
         .get("last-event-id")
@@ -148,79 +155,148 @@ async fn stream(
     let from = feed::cursor(&state.store, after)
         .await
         .map_err(|error| named(error, field))?;
-    let (sender, receiver) = mpsc::channel(SSE_BUFFER);
-    tokio::spawn(follow(state, audience, from, sender));
-    Ok(
-        Sse::new(tokio_stream::wrappers::ReceiverStream::new(receiver))
-            .keep_alive(KeepAlive::default()),
-    )
+    let follower = Follower {
+        closing: state.closing.subscribe(),
+        state,
+        audience,
+        next: from,
+        pending: VecDeque::new(),
+        live: None,
+        ended: false,
+        _slot: slot,
+    };
+    let events = futures::stream::unfold(follower, |mut follower| async move {
+        let event = follower.next_event().await?;
+        Some((Ok::<_, Infallible>(event), follower))
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
-/// Sends every visible event after `from`, then each new one as it commits, until the client
-/// goes away or the service shuts down.
-async fn follow(
+/// Events a catching-up client reads from the store per page.
+const CATCH_UP_PAGE: usize = 100;
+
+/// One live feed: it catches up from the store, then follows the shared tail of the log
+/// (`crate::feed::tail`), sending what its scope may see. Nothing runs for it while its
+/// client is not reading: the response body polls it only when it can write.
+struct Follower {
     state: AppState,
     audience: Audience,
-    mut next: Checkpoint,
-    sender: mpsc::Sender<Result<Event, Infallible>>,
-) {
-    let mut commits = state.ledger.commits();
-    let mut closing = state.closing.subscribe();
-    loop {
-        if *closing.borrow() {
-            return;
-        }
-        let page = match feed::page(
-            &state.store,
-            &state.tenancy,
-            audience,
-            next,
-            MAX_LIMIT,
-            PAGE_SCAN,
-        )
-        .await
-        {
-            Ok(page) => page,
-            Err(failure) => {
-                // The client reconnects with Last-Event-ID and misses nothing.
-                error!(error = %failure, "event stream interrupted");
-                return;
+    /// The last event read, seen by this client or not.
+    next: Checkpoint,
+    /// Events ready to send, in order.
+    pending: VecDeque<Event>,
+    /// The shared tail, once subscribed, and the head up to which the store is read first.
+    live: Option<(broadcast::Receiver<Batch>, Checkpoint)>,
+    /// Set once the last event (a `lagged` notice) is queued.
+    ended: bool,
+    closing: tokio::sync::watch::Receiver<bool>,
+    _slot: FeedSlot,
+}
+
+impl Follower {
+    async fn next_event(&mut self) -> Option<Event> {
+        loop {
+            if let Some(event) = self.pending.pop_front() {
+                return Some(event);
             }
-        };
-        for event in &page.events {
-            let sse = match Event::default()
-                .id(event.position.to_string())
-                .json_data(event)
-            {
-                Ok(sse) => sse,
-                Err(failure) => {
-                    error!(error = %failure, "cannot encode an event for the stream");
-                    return;
+            if self.ended || *self.closing.borrow() {
+                return None;
+            }
+            let until = match &self.live {
+                None => Checkpoint::END,
+                Some((_, head)) if self.next < *head => *head,
+                Some(_) => {
+                    self.receive().await?;
+                    continue;
                 }
             };
-            tokio::select! {
-                sent = sender.send(Ok(sse)) => {
-                    if sent.is_err() {
-                        debug!("event stream client went away");
-                        return;
+            let page = {
+                let _reading = self.state.feeds.catching_up().await;
+                feed::page_until(
+                    &self.state.store,
+                    &self.state.tenancy,
+                    self.audience,
+                    self.next,
+                    until,
+                    CATCH_UP_PAGE,
+                    PAGE_SCAN,
+                )
+                .await
+            };
+            let page = match page {
+                Ok(page) => page,
+                Err(failure) => {
+                    // The client reconnects with Last-Event-ID and misses nothing.
+                    error!(error = %failure, "event stream interrupted");
+                    return None;
+                }
+            };
+            for event in &page.events {
+                match Event::default()
+                    .id(event.position.to_string())
+                    .json_data(event)
+                {
+                    Ok(sse) => self.pending.push_back(sse),
+                    Err(failure) => {
+                        error!(error = %failure, "cannot encode an event for the stream");
+                        return None;
                     }
                 }
-                _ = closing.changed() => return,
+            }
+            self.next = page.next;
+            if !page.more && self.live.is_none() {
+                // Caught up with the log as it stood: from here the shared tail carries on.
+                self.live = Some(self.state.tail.subscribe(self.next));
             }
         }
-        next = page.next;
-        if page.more {
-            continue;
-        }
-        tokio::select! {
-            changed = commits.changed() => {
-                if changed.is_err() {
-                    tokio::time::sleep(LIVE_POLL).await;
+    }
+
+    /// Takes the next batch of the shared tail into `pending`; `None` when the feed ends.
+    async fn receive(&mut self) -> Option<()> {
+        let (receiver, _) = self.live.as_mut()?;
+        let received = tokio::select! {
+            received = receiver.recv() => received,
+            _ = self.closing.changed() => return None,
+        };
+        match received {
+            Ok(batch) => {
+                for event in batch.iter() {
+                    if event.checkpoint <= self.next {
+                        continue;
+                    }
+                    self.next = event.checkpoint;
+                    if event.visible_to(self.audience) {
+                        self.pending.push_back(
+                            Event::default()
+                                .id(event.checkpoint.position.to_string())
+                                .data(&*event.json),
+                        );
+                    }
                 }
+                Some(())
             }
-            _ = tokio::time::sleep(LIVE_POLL) => {}
-            _ = closing.changed() => return,
-            _ = sender.closed() => return,
+            Err(broadcast::error::RecvError::Lagged(missed)) => {
+                // Too far behind the shared tail to keep its place in memory: end with the id
+                // to resume from; the EventSource reconnects with it as Last-Event-ID and
+                // catches up from the store.
+                debug!(
+                    missed,
+                    "a slow event stream client fell behind; ending its feed"
+                );
+                self.pending.push_back(
+                    Event::default()
+                        .event("lagged")
+                        .id(self.next.position.to_string())
+                        .retry(Duration::from_secs(1))
+                        .data(format!(
+                            "{{\"resume_after\":{},\"detail\":\"the client fell behind the live feed; reconnect with Last-Event-ID to resume\"}}",
+                            self.next.position
+                        )),
+                );
+                self.ended = true;
+                Some(())
+            }
+            Err(broadcast::error::RecvError::Closed) => None,
         }
     }
 }
