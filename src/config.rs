@@ -91,6 +91,16 @@ pub struct ServeSettings {
         value_parser = clap::value_parser!(u32).range(1..=100_000)
     )]
     pub max_event_streams_per_token: u32,
+
+    /// Seconds a connection may take to send a request's headers before it is closed (a
+    /// client dribbling them cannot hold a connection open).
+    #[arg(
+        long,
+        env = "SEATLEDGER_HEADER_READ_TIMEOUT_SECONDS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..=3600)
+    )]
+    pub header_read_timeout_seconds: u64,
 }
 
 /// Settings of the JetStream publisher.

@@ -258,6 +258,9 @@ pub async fn start(
             tenancy,
             closing,
             tail,
+            header_read_timeout: std::time::Duration::from_secs(
+                settings.header_read_timeout_seconds,
+            ),
             feeds: feed::tail::LiveFeeds::new(
                 settings.max_event_streams,
                 settings.max_event_streams_per_token,

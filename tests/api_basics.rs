@@ -326,3 +326,55 @@ async fn health_auth_tokens_and_catalog_on_postgres() {
 async fn health_auth_tokens_and_catalog_on_sqlite() {
     basics(Backend::Sqlite).await;
 }
+
+/// A client that dribbles its request headers is cut off once the header deadline passes
+/// (two seconds here), while a client that sends them whole is served on the same service.
+#[tokio::test]
+async fn a_connection_that_dribbles_its_headers_is_closed_at_the_deadline() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = support::spawn_app_configured(Backend::Sqlite, |settings| {
+        settings.header_read_timeout_seconds = 2;
+    })
+    .await;
+    let address = app.address.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&address).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let mut closed = false;
+    // Keep dribbling a header line now and then, never finishing the request.
+    for n in 0..30 {
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        if slow
+            .write_all(format!("X-Dribble-{n}: a\r\n").as_bytes())
+            .await
+            .is_err()
+        {
+            closed = true;
+            break;
+        }
+        let mut byte = [0u8; 512];
+        match tokio::time::timeout(std::time::Duration::from_millis(10), slow.read(&mut byte)).await
+        {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(_)) => {
+                // hyper answers 408 before closing: fine, the connection is done either way.
+                closed = true;
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(
+        closed,
+        "the dribbling connection was still open after {:?}",
+        started.elapsed()
+    );
+    let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
+    app.stop().await;
+}

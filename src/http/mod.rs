@@ -58,6 +58,8 @@ pub struct AppState {
     pub tail: Arc<crate::feed::tail::LogTail>,
     /// The caps on live feeds.
     pub feeds: Arc<crate::feed::tail::LiveFeeds>,
+    /// How long a connection may take to send a request's headers.
+    pub header_read_timeout: std::time::Duration,
 }
 
 impl<S> FromRequestParts<S> for Principal
@@ -339,7 +341,13 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves until `shutdown` completes; in-flight requests finish first.
+/// Serves until `shutdown` completes; in-flight requests finish first (for at most
+/// [`SHUTDOWN_GRACE`]).
+///
+/// The accept loop is ours rather than `axum::serve`'s for one setting that lacks: a deadline
+/// for a request's headers. Without it a client that dribbles its headers a byte at a time
+/// holds a connection (and a task) for as long as it likes; with it the connection is closed
+/// once `state.header_read_timeout` passes.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -347,25 +355,64 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     let address: SocketAddr = listener.local_addr()?;
     info!(%address, "seatledger listening");
+    let header_read_timeout = state.header_read_timeout;
     let closing = state.closing.clone();
-    let mut closed = closing.subscribe();
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(async move {
-        shutdown.await;
-        closing.send_replace(true);
-    });
-    // Requests in flight get a grace period; a client that stops reading a live feed would
-    // otherwise hold the shutdown forever.
-    let overdue = async move {
-        let _ = closed.wait_for(|closing| *closing).await;
-        tokio::time::sleep(SHUTDOWN_GRACE).await;
-    };
+    let app = router(state);
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(error) => {
+                // Out of file descriptors and the like: wait instead of spinning.
+                tracing::warn!(%error, "cannot accept a connection; pausing");
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let mut closed = closing.subscribe();
+        connections.spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(header_read_timeout);
+            let connection =
+                builder.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            tokio::select! {
+                served = connection.as_mut() => {
+                    if let Err(error) = served {
+                        tracing::debug!(%error, "connection ended with an error");
+                    }
+                }
+                _ = async { closed.wait_for(|closing| *closing).await.is_ok() } => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
+        });
+        // Forget the connections that have ended.
+        while connections.try_join_next().is_some() {}
+    }
+    drop(listener);
+    // Live feeds end when the service closes; requests in flight get a grace period (a client
+    // that stops reading would otherwise hold the shutdown forever).
+    closing.send_replace(true);
+    let drained = async { while connections.join_next().await.is_some() {} };
     tokio::select! {
-        served = server => served,
-        () = overdue => {
+        () = drained => {}
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
             tracing::warn!(grace = ?SHUTDOWN_GRACE, "requests still open after the grace period; closing them");
-            Ok(())
+            connections.abort_all();
         }
     }
+    Ok(())
 }
 
 /// How long requests in flight may take to finish once shutdown begins.

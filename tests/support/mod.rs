@@ -314,6 +314,35 @@ async fn start_instance(
     nats: Option<seatledger::config::NatsSettings>,
     owns_database: bool,
 ) -> TestApp {
+    start_instance_configured(
+        fresh,
+        admin_token,
+        sandbox_clock,
+        nats,
+        owns_database,
+        |_| {},
+    )
+    .await
+}
+
+/// The service over a fresh database with settings of the test's own.
+pub async fn spawn_app_configured(
+    backend: Backend,
+    configure: impl FnOnce(&mut seatledger::config::ServeSettings),
+) -> TestApp {
+    let fresh = fresh_store(backend).await;
+    let admin_token = format!("test-admin-{}", uuid::Uuid::new_v4());
+    start_instance_configured(fresh, admin_token, false, None, true, configure).await
+}
+
+async fn start_instance_configured(
+    fresh: FreshStore,
+    admin_token: String,
+    sandbox_clock: bool,
+    nats: Option<seatledger::config::NatsSettings>,
+    owns_database: bool,
+    configure: impl FnOnce(&mut seatledger::config::ServeSettings),
+) -> TestApp {
     use clap::Parser;
     #[derive(Parser)]
     struct Args {
@@ -330,6 +359,7 @@ async fn start_instance(
         url: None,
         ..settings.nats
     });
+    configure(&mut settings);
     let (state, generated) = seatledger::start(&settings)
         .await
         .expect("the service starts");
