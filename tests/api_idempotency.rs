@@ -4,7 +4,9 @@ mod support;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use support::{spawn_app, spawn_app_behind, spawn_app_with, Backend, StoreOutage, TestApp};
+use support::{
+    spawn_app, spawn_app_behind, spawn_app_with, Backend, PrivateCluster, StoreOutage, TestApp,
+};
 
 async fn post_with_key(
     app: &TestApp,
@@ -389,16 +391,15 @@ async fn keys_expire_and_lost_answers_are_found_not_rerun_on_sqlite() {
     expiry_and_lost_answers(Backend::Sqlite).await;
 }
 
-/// PostgreSQL goes away under load and comes back: requests answer 503 with `Retry-After`
-/// (never 500, never "not found"), and commands retried with their keys land exactly once.
-#[tokio::test]
-async fn a_store_outage_answers_503_and_keyed_retries_land_exactly_once() {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter("warn")
-        .try_init();
-    let outage = StoreOutage::start().await;
-    let app = spawn_app_behind(&outage).await;
+/// Keyed commands from four clients, each retried with its key until it lands, while the
+/// store goes away (`outage`) and comes back (`recovery`) under them: every answer during the
+/// outage is a 503 with `Retry-After` (never a 500, never "not found"), reads and readiness
+/// say 503 too, and afterwards every command has landed exactly once.
+async fn keyed_commands_across_an_outage(
+    app: &TestApp,
+    outage: impl FnOnce() + Send + 'static,
+    recovery: impl FnOnce() + Send + 'static,
+) {
     let admin = app.admin_token.clone();
     let (_, tenant_id) = app.billing_profile_and_contoso().await;
     let commands = 24;
@@ -406,7 +407,7 @@ async fn a_store_outage_answers_503_and_keyed_retries_land_exactly_once() {
     let unavailable = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for client in 0..clients {
-        let (app_client, url, admin, unavailable) = (
+        let (http, url, admin, unavailable) = (
             app.client.clone(),
             app.url("/v1/resellers"),
             admin.clone(),
@@ -416,7 +417,7 @@ async fn a_store_outage_answers_503_and_keyed_retries_land_exactly_once() {
             for n in (client..commands).step_by(clients) {
                 let key = format!("reseller-{n}");
                 loop {
-                    let response = app_client
+                    let response = http
                         .post(&url)
                         .bearer_auth(&admin)
                         .header("idempotency-key", &key)
@@ -448,8 +449,8 @@ async fn a_store_outage_answers_503_and_keyed_retries_land_exactly_once() {
         }));
     }
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    outage.cut();
-    // A read during the outage is a 503 as well, not a 404 or a 500.
+    tokio::task::spawn_blocking(outage).await.unwrap();
+    // A read during the outage is a 503 as well, not a 404 or a 500; so is readiness.
     let response = app
         .request(Method::GET, &format!("/v1/tenants/{tenant_id}"), &admin)
         .send()
@@ -464,8 +465,8 @@ async fn a_store_outage_answers_503_and_keyed_retries_land_exactly_once() {
     assert!(retry_after, "{body}");
     let readiness = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_eq!(readiness.status(), StatusCode::SERVICE_UNAVAILABLE);
-    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
-    outage.restore();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    tokio::task::spawn_blocking(recovery).await.unwrap();
     for task in tasks {
         task.await.expect("every client finished");
     }
@@ -473,18 +474,46 @@ async fn a_store_outage_answers_503_and_keyed_retries_land_exactly_once() {
         unavailable.load(std::sync::atomic::Ordering::SeqCst) > 0,
         "the outage was seen by the clients"
     );
-    let created: i64 = match &app.state.store {
-        seatledger::store::Store::Postgres(pool) => sqlx::query_scalar(
-            "SELECT count(*) FROM events WHERE aggregate_type = 'reseller' AND event_type = 'ResellerCreated'",
-        )
-        .fetch_one(pool)
-        .await
-        .unwrap(),
-        seatledger::store::Store::Sqlite(_) => unreachable!("the proxy stands before PostgreSQL"),
+    let seatledger::store::Store::Postgres(pool) = &app.state.store else {
+        unreachable!("outages are staged on PostgreSQL")
     };
+    let created: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events WHERE aggregate_type = 'reseller' AND event_type = 'ResellerCreated'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
     assert_eq!(
         created, commands as i64,
         "every command landed exactly once"
     );
+}
+
+/// The network to PostgreSQL drops (open connections cut, new ones refused) and comes back.
+#[tokio::test]
+async fn a_store_outage_answers_503_and_keyed_retries_land_exactly_once() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter("warn")
+        .try_init();
+    let outage = std::sync::Arc::new(StoreOutage::start().await);
+    let app = spawn_app_behind(&outage).await;
+    let (cut, restore) = (outage.clone(), outage.clone());
+    keyed_commands_across_an_outage(&app, move || cut.cut(), move || restore.restore()).await;
+    app.stop().await;
+}
+
+/// PostgreSQL itself crashes (every backend killed) and restarts with crash recovery.
+#[tokio::test]
+async fn a_postgres_restart_under_load_answers_503_and_keyed_retries_land_exactly_once() {
+    let cluster = std::sync::Arc::new(PrivateCluster::start());
+    let app = cluster.spawn_app().await;
+    let (stop, start) = (cluster.clone(), cluster.clone());
+    keyed_commands_across_an_outage(
+        &app,
+        move || stop.stop_immediately(),
+        move || start.start_again(),
+    )
+    .await;
     app.stop().await;
 }

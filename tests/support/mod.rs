@@ -500,3 +500,161 @@ pub async fn spawn_app_behind(outage: &StoreOutage) -> TestApp {
     let admin_token = format!("test-admin-{}", uuid::Uuid::new_v4());
     start_instance(fresh, admin_token, false, None, true).await
 }
+
+/// A PostgreSQL server of the test's own — `initdb` in a temporary directory, on a free port —
+/// that the test stops and starts again: a real restart (backends killed, crash recovery),
+/// without touching the server other tests share.
+pub struct PrivateCluster {
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    port: u16,
+}
+
+impl PrivateCluster {
+    /// Creates and starts the cluster.
+    pub fn start() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|versions| {
+                versions
+                    .filter_map(Result::ok)
+                    .map(|version| version.path().join("bin"))
+                    .filter(|bin| bin.join("initdb").exists())
+                    .max()
+            })
+            .expect(
+                "PostgreSQL's server binaries are not in /usr/lib/postgresql/<version>/bin: \
+                 install them with apt-get install -y postgresql",
+            );
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cluster = Self { dir, bin, port };
+        // PostgreSQL refuses to run as root: as root, the cluster belongs to `postgres`.
+        if Self::as_root() {
+            cluster.run(
+                "chown",
+                &["-R", "postgres:postgres", &cluster.path("")],
+                false,
+            );
+        }
+        let data = cluster.path("data");
+        let initdb = cluster.bin.join("initdb");
+        cluster.run(
+            initdb.to_str().unwrap(),
+            &[
+                "-D",
+                &data,
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+            true,
+        );
+        cluster.start_again();
+        cluster
+    }
+
+    fn as_root() -> bool {
+        std::process::Command::new("id")
+            .arg("-u")
+            .output()
+            .is_ok_and(|output| output.stdout.starts_with(b"0"))
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.path().join(name).display().to_string()
+    }
+
+    fn run(&self, program: &str, args: &[&str], as_postgres: bool) {
+        let mut command = if as_postgres && Self::as_root() {
+            let mut command = std::process::Command::new("runuser");
+            command.args(["-u", "postgres", "--", program]);
+            command
+        } else {
+            std::process::Command::new(program)
+        };
+        let output = command.args(args).output().expect("the command runs");
+        assert!(
+            output.status.success(),
+            "{program} {args:?} failed: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        let pg_ctl = self.bin.join("pg_ctl");
+        let data = self.path("data");
+        let mut all = vec!["-D", data.as_str(), "-w"];
+        all.extend_from_slice(args);
+        self.run(pg_ctl.to_str().unwrap(), &all, true);
+    }
+
+    /// Starts the (stopped) server.
+    pub fn start_again(&self) {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.path("")
+        );
+        let log = self.path("server.log");
+        self.pg_ctl(&["-o", &options, "-l", &log, "start"]);
+    }
+
+    /// Stops the server as a crash would: every backend killed, no checkpoint.
+    pub fn stop_immediately(&self) {
+        self.pg_ctl(&["-m", "immediate", "stop"]);
+    }
+
+    /// The URL of database `name` on this server.
+    pub fn url(&self, name: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// The service over a new database of this server.
+    pub async fn spawn_app(&self) -> TestApp {
+        use sqlx::Connection;
+        let mut admin = sqlx::PgConnection::connect(&self.url("postgres"))
+            .await
+            .expect("the private server answers");
+        sqlx::query("CREATE DATABASE seatledger")
+            .execute(&mut admin)
+            .await
+            .unwrap();
+        let url = self.url("seatledger");
+        let store = Store::connect(&url).await.expect("the database opens");
+        let fresh = FreshStore {
+            store,
+            url,
+            _dir: None,
+        };
+        let admin_token = format!("test-admin-{}", uuid::Uuid::new_v4());
+        // The cluster goes with the test: nothing to drop.
+        start_instance(fresh, admin_token, false, None, false).await
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let pg_ctl = self.bin.join("pg_ctl");
+        let data = self.path("data");
+        let mut command = if Self::as_root() {
+            let mut command = std::process::Command::new("runuser");
+            command.args(["-u", "postgres", "--"]);
+            command.arg(&pg_ctl);
+            command
+        } else {
+            std::process::Command::new(&pg_ctl)
+        };
+        let _ = command
+            .args(["-D", &data, "-m", "immediate", "stop"])
+            .output();
+    }
+}
