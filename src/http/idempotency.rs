@@ -214,32 +214,18 @@ impl Keys<'_> {
         attempt: &str,
         log_start: i64,
     ) -> Result<bool, sqlx::Error> {
-        let inserted = match self.store {
-            Store::Postgres(pool) => sqlx::query(
-                "INSERT INTO idempotency_keys (caller, key, request_hash, attempt, log_start)
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-            )
-            .bind(&self.caller)
-            .bind(self.key)
-            .bind(request_hash)
-            .bind(attempt)
-            .bind(log_start)
-            .execute(pool)
-            .await?
-            .rows_affected(),
-            Store::Sqlite(pool) => sqlx::query(
-                "INSERT INTO idempotency_keys (caller, key, request_hash, attempt, log_start)
-                 VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-            )
-            .bind(&self.caller)
-            .bind(self.key)
-            .bind(request_hash)
-            .bind(attempt)
-            .bind(log_start)
-            .execute(pool)
-            .await?
-            .rows_affected(),
-        };
+        let inserted = crate::on_pool!(self.store, pool => sqlx::query(
+            "INSERT INTO idempotency_keys (caller, key, request_hash, attempt, log_start)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(&self.caller)
+        .bind(self.key)
+        .bind(request_hash)
+        .bind(attempt)
+        .bind(log_start)
+        .execute(pool)
+        .await?
+        .rows_affected());
         Ok(inserted == 1)
     }
 
@@ -324,64 +310,32 @@ impl Keys<'_> {
 
     /// Records the attempt's answer (what may be kept of it).
     async fn settle(&self, attempt: &str, status: u16, body: &[u8]) -> Result<(), sqlx::Error> {
-        match self.store {
-            Store::Postgres(pool) => {
-                sqlx::query(
-                    "UPDATE idempotency_keys SET status = $4, body = $5, unsettled = false
-                     WHERE caller = $1 AND key = $2 AND attempt = $3",
-                )
-                .bind(&self.caller)
-                .bind(self.key)
-                .bind(attempt)
-                .bind(i32::from(status))
-                .bind(body)
-                .execute(pool)
-                .await?;
-            }
-            Store::Sqlite(pool) => {
-                sqlx::query(
-                    "UPDATE idempotency_keys SET status = ?4, body = ?5, unsettled = 0
-                     WHERE caller = ?1 AND key = ?2 AND attempt = ?3",
-                )
-                .bind(&self.caller)
-                .bind(self.key)
-                .bind(attempt)
-                .bind(i32::from(status))
-                .bind(body)
-                .execute(pool)
-                .await?;
-            }
-        }
-        Ok(())
+        crate::on_pool!(self.store, pool => sqlx::query(
+            "UPDATE idempotency_keys SET status = $4, body = $5, unsettled = false
+             WHERE caller = $1 AND key = $2 AND attempt = $3",
+        )
+        .bind(&self.caller)
+        .bind(self.key)
+        .bind(attempt)
+        .bind(i32::from(status))
+        .bind(body)
+        .execute(pool)
+        .await
+        .map(|_| ()))
     }
 
     /// Marks the attempt as ended without an answer: it may or may not have written.
     async fn leave_unsettled(&self, attempt: &str) -> Result<(), sqlx::Error> {
-        match self.store {
-            Store::Postgres(pool) => {
-                sqlx::query(
-                    "UPDATE idempotency_keys SET unsettled = true
-                     WHERE caller = $1 AND key = $2 AND attempt = $3",
-                )
-                .bind(&self.caller)
-                .bind(self.key)
-                .bind(attempt)
-                .execute(pool)
-                .await?;
-            }
-            Store::Sqlite(pool) => {
-                sqlx::query(
-                    "UPDATE idempotency_keys SET unsettled = 1
-                     WHERE caller = ? AND key = ? AND attempt = ?",
-                )
-                .bind(&self.caller)
-                .bind(self.key)
-                .bind(attempt)
-                .execute(pool)
-                .await?;
-            }
-        }
-        Ok(())
+        crate::on_pool!(self.store, pool => sqlx::query(
+            "UPDATE idempotency_keys SET unsettled = true
+             WHERE caller = $1 AND key = $2 AND attempt = $3",
+        )
+        .bind(&self.caller)
+        .bind(self.key)
+        .bind(attempt)
+        .execute(pool)
+        .await
+        .map(|_| ()))
     }
 }
 
