@@ -186,7 +186,7 @@ impl Store {
                 .await?
             }
             Self::Sqlite(pool) => {
-                sqlx::query_as("SELECT 0, event_id FROM events WHERE position = $1")
+                sqlx::query_as(SQLITE_EVENT_AT)
                     .bind(position)
                     .fetch_optional(pool)
                     .await?
@@ -329,12 +329,8 @@ impl Store {
                 .await?
             }
             Self::Sqlite(pool) => {
-                sqlx::query_as(
-                    "SELECT (SELECT COALESCE(MAX(position), 0) FROM events),
-                            (SELECT recorded_at FROM events WHERE position > $1
-                              ORDER BY position LIMIT 1)",
-                )
-                .bind(checkpoint.position)
+                sqlx::query_as(SQLITE_LAG_ESTIMATE)
+                    .bind(checkpoint.position)
                 .fetch_one(pool)
                 .await?
             }
@@ -362,14 +358,10 @@ impl Store {
                     .await?
             }
             Self::Sqlite(pool) => {
-                let (count, oldest): (i64, Option<String>) = sqlx::query_as(&format!(
-                    "SELECT COUNT(*), MIN(recorded_at)
-                       FROM (SELECT recorded_at FROM events WHERE position > $1
-                              ORDER BY position LIMIT {BACKLOG_COUNTED})"
-                ))
-                .bind(checkpoint.position)
-                .fetch_one(pool)
-                .await?;
+                let (count, oldest): (i64, Option<String>) = sqlx::query_as(&sqlite_backlog_sql())
+                    .bind(checkpoint.position)
+                    .fetch_one(pool)
+                    .await?;
                 let oldest = oldest
                     .and_then(|text| chrono::DateTime::parse_from_rfc3339(&text).ok())
                     .map(|at| at.with_timezone(&chrono::Utc));
@@ -427,13 +419,70 @@ fn read_log_sql_of(columns: &str) -> String {
 }
 
 /// The log reader's query on SQLite, selecting `columns`: its single writer makes the position
-/// order the commit order.
+/// order the commit order. `position > 0` is the position index's own predicate (the index is
+/// partial: a row's position is set by a trigger just after its insert): SQLite uses a partial
+/// index only for a query that states its predicate, and without it every poll scanned and
+/// sorted the whole log (11-16 ms at 15 000 events, a core burnt by an idle service).
 fn sqlite_read_log_sql_of(columns: &str) -> String {
     format!(
         "SELECT {columns} FROM events
-          WHERE position > $1 AND position <= $2
+          WHERE position > 0 AND position > $1 AND position <= $2
           ORDER BY position
           LIMIT $3"
+    )
+}
+
+impl Store {
+    /// SQLite's plan of the log reader's query, one line per step: for tests that it walks the
+    /// position index instead of scanning and sorting the log.
+    #[doc(hidden)]
+    pub async fn explain_sqlite(&self, sql: &str) -> Result<Vec<String>, sqlx::Error> {
+        let Self::Sqlite(pool) = self else {
+            return Ok(Vec::new());
+        };
+        let rows: Vec<(i64, i64, i64, String)> =
+            sqlx::query_as(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .fetch_all(pool)
+                .await?;
+        Ok(rows.into_iter().map(|(_, _, _, detail)| detail).collect())
+    }
+
+    /// The SQLite statements that look at the log by position, with literal values in place of
+    /// their parameters: the reader's batch, the log's end, an event's place, a consumer's lag
+    /// and backlog.
+    #[doc(hidden)]
+    pub fn sqlite_position_statements() -> Vec<(&'static str, String)> {
+        vec![
+            (
+                "read_log",
+                sqlite_read_log_sql_of("position, payload")
+                    .replace("$1", "10")
+                    .replace("$2", "9223372036854775807")
+                    .replace("$3", "500"),
+            ),
+            ("log_end", crate::store::SQLITE_LOG_END.to_owned()),
+            ("event_at", SQLITE_EVENT_AT.replace("$1", "10")),
+            ("lag_estimate", SQLITE_LAG_ESTIMATE.replace("$1", "10")),
+            ("backlog", sqlite_backlog_sql().replace("$1", "10")),
+        ]
+    }
+}
+
+/// [`Store::event_at`] on SQLite.
+const SQLITE_EVENT_AT: &str = "SELECT 0, event_id FROM events WHERE position > 0 AND position = $1";
+
+/// [`Store::lag_estimate`] on SQLite.
+const SQLITE_LAG_ESTIMATE: &str =
+    "SELECT (SELECT COALESCE(MAX(position), 0) FROM events WHERE position > 0),
+        (SELECT recorded_at FROM events WHERE position > 0 AND position > $1
+          ORDER BY position LIMIT 1)";
+
+/// [`Store::backlog`]'s count on SQLite.
+fn sqlite_backlog_sql() -> String {
+    format!(
+        "SELECT COUNT(*), MIN(recorded_at)
+           FROM (SELECT recorded_at FROM events WHERE position > 0 AND position > $1
+                  ORDER BY position LIMIT {BACKLOG_COUNTED})"
     )
 }
 

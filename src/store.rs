@@ -49,6 +49,10 @@ macro_rules! on_pool {
     };
 }
 
+/// The log's end on SQLite: `position > 0` lets SQLite use the (partial) position index
+/// instead of scanning the log.
+pub const SQLITE_LOG_END: &str = "SELECT COALESCE(MAX(position), 0) FROM events WHERE position > 0";
+
 /// Whether a store error says the database could not be reached or is not taking work now
 /// (rather than that a statement was wrong): the same request may succeed once it is back,
 /// so callers answer 503 with `Retry-After`, not 500.
@@ -232,11 +236,7 @@ impl Store {
                     .fetch_one(pool)
                     .await
             }
-            Self::Sqlite(pool) => {
-                sqlx::query_scalar("SELECT COALESCE(MAX(position), 0) FROM events")
-                    .fetch_one(pool)
-                    .await
-            }
+            Self::Sqlite(pool) => sqlx::query_scalar(SQLITE_LOG_END).fetch_one(pool).await,
         }
     }
 }

@@ -1427,3 +1427,28 @@ fn rows_removed_by_filters(plan: &[String]) -> u64 {
         })
         .sum()
 }
+
+/// Every SQLite statement that looks at the log by position walks the (partial) position
+/// index: none scans the log or sorts it in a temporary B-tree, so an idle service's polls cost
+/// microseconds however long the log grows.
+#[tokio::test]
+async fn sqlite_reads_of_the_log_walk_the_position_index() {
+    let fresh = support::fresh_store(support::Backend::Sqlite).await;
+    for (name, sql) in Store::sqlite_position_statements() {
+        let plan = fresh.store.explain_sqlite(&sql).await.unwrap();
+        let text = plan.join(" | ");
+        assert!(
+            text.contains("events_by_position"),
+            "{name} does not use the position index: {text}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.starts_with("SCAN events")),
+            "{name} scans the log: {text}"
+        );
+        assert!(
+            !text.contains("TEMP B-TREE"),
+            "{name} sorts the log: {text}"
+        );
+    }
+    fresh.remove().await;
+}

@@ -392,7 +392,8 @@ async fn written_by(
         Store::Sqlite(pool) => {
             sqlx::query_as(
                 "SELECT aggregate_type, aggregate_id, position FROM events
-                 WHERE position > ? AND json_extract(metadata, '$.idempotency_attempt') = ?
+                 WHERE position > 0 AND position > ?
+                   AND json_extract(metadata, '$.idempotency_attempt') = ?
                  ORDER BY position",
             )
             .bind(log_start)

@@ -15,8 +15,6 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -345,11 +343,73 @@ struct ResetInput {
     notify_email: Option<String>,
 }
 
+/// The characters of a temporary password: Microsoft's four classes (upper, lower, digit,
+/// symbol), without look-alikes that trip people reading one aloud (0/O, 1/l/I).
+const PASSWORD_ALPHABET: &[u8] =
+    b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789!#$%&*+-=?@^_";
+
+/// A temporary password: 20 characters drawn uniformly from [`PASSWORD_ALPHABET`] (rejection
+/// sampling, so no character is likelier than another), drawn again until it holds all four
+/// classes — every character is random, no fixed tail to meet complexity rules.
 fn temporary_password() -> String {
-    let mut bytes = [0u8; 15];
-    getrandom::getrandom(&mut bytes).expect("the operating system's random source works");
-    // 20 characters of URL-safe base64 plus a fixed tail that meets complexity rules.
-    format!("{}#7a", URL_SAFE_NO_PAD.encode(bytes))
+    const LENGTH: usize = 20;
+    // The largest multiple of the alphabet's size below 256: bytes above it are redrawn.
+    let limit = (256 / PASSWORD_ALPHABET.len() * PASSWORD_ALPHABET.len()) as u8;
+    loop {
+        let mut password = String::with_capacity(LENGTH);
+        while password.len() < LENGTH {
+            let mut bytes = [0u8; 32];
+            getrandom::getrandom(&mut bytes).expect("the operating system's random source works");
+            for byte in bytes {
+                if byte < limit && password.len() < LENGTH {
+                    password
+                        .push(PASSWORD_ALPHABET[byte as usize % PASSWORD_ALPHABET.len()] as char);
+                }
+            }
+        }
+        let has = |class: fn(&char) -> bool| password.chars().any(|c| class(&c));
+        if has(char::is_ascii_uppercase)
+            && has(char::is_ascii_lowercase)
+            && has(char::is_ascii_digit)
+            && has(char::is_ascii_punctuation)
+        {
+            return password;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_passwords_use_the_whole_alphabet_with_no_fixed_part() {
+        let passwords: Vec<String> = (0..2_000).map(|_| temporary_password()).collect();
+        for password in &passwords {
+            assert_eq!(password.len(), 20);
+            assert!(password
+                .bytes()
+                .all(|byte| PASSWORD_ALPHABET.contains(&byte)));
+        }
+        // Every position takes many values: nothing is fixed, the tail least of all.
+        for place in 0..20 {
+            let seen: std::collections::HashSet<u8> = passwords
+                .iter()
+                .map(|password| password.as_bytes()[place])
+                .collect();
+            assert!(
+                seen.len() > 40,
+                "place {place} takes only {} values",
+                seen.len()
+            );
+        }
+        // And every character of the alphabet turns up.
+        let used: std::collections::HashSet<u8> = passwords
+            .iter()
+            .flat_map(|password| password.bytes())
+            .collect();
+        assert_eq!(used.len(), PASSWORD_ALPHABET.len());
+    }
 }
 
 async fn user_action(
