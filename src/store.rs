@@ -242,7 +242,7 @@ impl Store {
 }
 
 /// One event of a stream as auditors read it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
 pub struct RecordedEvent {
     /// Its place in the global log.
     pub position: i64,

@@ -181,6 +181,21 @@ fn allowed(method: &str, path: &str, role: &str) -> bool {
     roles.contains(&role)
 }
 
+/// A validator of `schema`, whose `$ref`s point into the description's components.
+fn answer_validator(description: &Value, schema: &Value) -> jsonschema::Validator {
+    let mut root = schema.clone();
+    root["components"] = description["components"].clone();
+    if root.get("$ref").is_some() {
+        // A `$ref` beside other keywords is fine in 2020-12; keep it as the whole check.
+        root = json!({"allOf": [schema], "components": description["components"]});
+    }
+    jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .should_validate_formats(true)
+        .build(&root)
+        .unwrap_or_else(|error| panic!("the described schema compiles ({error}): {schema}"))
+}
+
 async fn matrix(backend: Backend) {
     let app = spawn_app_with(backend, true).await;
     let world = world(&app).await;
@@ -211,6 +226,12 @@ async fn matrix(backend: Backend) {
         ("auditor", Some(issue(json!({"role": "auditor"})).await)),
         ("none", None),
     ];
+    let (_, description) = send(&app, "GET", "/v1/openapi.json", None, None).await;
+    let description: Value = serde_json::from_str(&description).unwrap();
+    // The check below is not vacuous: a wrong answer fails it.
+    let offers = &description["paths"]["/v1/offers"]["get"]["responses"]["200"]["content"]
+        ["application/json"]["schema"];
+    assert!(!answer_validator(&description, offers).is_valid(&json!({"offers": 5})));
     let mut n = 0;
     // Destructive lifecycle routes go last, so that earlier calls meet a live subscription and user.
     let mut routes: Vec<_> = ROUTES.iter().collect();
@@ -228,6 +249,35 @@ async fn matrix(backend: Backend) {
             let what = format!("{role} {} {path}: {status} {text}", route.method);
             assert_ne!(status, StatusCode::METHOD_NOT_ALLOWED, "not routed: {what}");
             assert!(!status.is_server_error(), "{what}");
+            // Every answer is what the description says it is.
+            if route.response.is_some() && !text.is_empty() {
+                let body: Value = serde_json::from_str(&text).expect("a JSON answer");
+                let answer = if status.is_success() {
+                    status.as_u16().to_string()
+                } else {
+                    "default".to_owned()
+                };
+                let content = if status.is_success() {
+                    "application/json"
+                } else {
+                    "application/problem+json"
+                };
+                let schema = &description["paths"][route.path][route.method.to_lowercase()]
+                    ["responses"][&answer]["content"][content]["schema"];
+                assert!(
+                    !schema.is_null(),
+                    "{what}: no schema described for {answer}"
+                );
+                let validator = answer_validator(&description, schema);
+                let errors: Vec<String> = validator
+                    .iter_errors(&body)
+                    .map(|error| format!("{error} at {}", error.instance_path()))
+                    .collect();
+                assert!(
+                    errors.is_empty(),
+                    "{what}: unlike its description: {errors:?}"
+                );
+            }
             if allowed(route.method, route.path, role) {
                 assert!(
                     ![
@@ -533,4 +583,105 @@ async fn billing_ownership_token_scopes_and_unauthenticated_callers_on_postgres(
 #[tokio::test]
 async fn billing_ownership_token_scopes_and_unauthenticated_callers_on_sqlite() {
     ownership_scopes_and_strangers(Backend::Sqlite).await;
+}
+
+/// Runs a Python tool the contract tests use, or fails saying how to install it.
+fn python_tool(program: &str, args: &[&str], cwd: &std::path::Path) -> std::process::Output {
+    std::process::Command::new(program)
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap_or_else(|error| {
+            panic!(
+                "cannot run {program} ({error}): install the contract-test tools with \
+                 python3 -m pip install openapi-spec-validator schemathesis"
+            )
+        })
+}
+
+/// The served description is valid OpenAPI (checked by openapi-spec-validator), and a fuzz run
+/// of it with schemathesis — every operation, bodies and parameters generated from its schemas,
+/// against real ids — meets no server error, no status, content type or body that the
+/// description does not allow.
+async fn fuzzed(backend: Backend) {
+    let app = spawn_app_with(backend, true).await;
+    let world = world(&app).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (status, text) = send(&app, "GET", "/v1/openapi.json", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let document = dir.path().join("openapi.json");
+    std::fs::write(&document, &text).unwrap();
+    let validated = python_tool(
+        "python3",
+        &["-m", "openapi_spec_validator", document.to_str().unwrap()],
+        dir.path(),
+    );
+    assert!(
+        validated.status.success(),
+        "the description is not valid OpenAPI: {}{}",
+        String::from_utf8_lossy(&validated.stdout),
+        String::from_utf8_lossy(&validated.stderr)
+    );
+    // Real ids, so that the fuzzer reaches the rules behind the 404s; a `min_position` the
+    // log has reached (a made-up one is a 504 position_not_reached by contract).
+    let config = format!(
+        "[parameters]\n\
+         \"query.min_position\" = 0\n\
+         tenant_id = \"{}\"\n\
+         subscription_id = \"{}\"\n\
+         user_id = \"{}\"\n\
+         reseller_id = \"{}\"\n\
+         billing_profile_id = \"{}\"\n\
+         offer_id = \"{BUSINESS_PREMIUM}\"\n",
+        world.tenant_id,
+        world.subscription_id,
+        world.user_id,
+        world.reseller_id,
+        world.billing_profile_id,
+    );
+    std::fs::write(dir.path().join("schemathesis.toml"), config).unwrap();
+    let authorization = format!("Authorization: Bearer {}", app.admin_token);
+    let url = app.url("/v1/openapi.json");
+    let cwd = dir.path().to_owned();
+    let fuzz = tokio::task::spawn_blocking(move || {
+        python_tool(
+            "schemathesis",
+            &[
+                "run",
+                &url,
+                "-H",
+                &authorization,
+                "--checks",
+                "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
+                "--max-examples",
+                "10",
+                "--seed",
+                "1",
+                "--exclude-path",
+                "/v1/events/stream",
+                "--no-color",
+            ],
+            &cwd,
+        )
+    })
+    .await
+    .unwrap();
+    let report = String::from_utf8_lossy(&fuzz.stdout);
+    assert!(
+        fuzz.status.success(),
+        "schemathesis found failures:\n{report}{}",
+        String::from_utf8_lossy(&fuzz.stderr)
+    );
+    assert!(report.contains("passed"), "{report}");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_description_is_valid_and_a_fuzz_run_meets_no_server_error_on_postgres() {
+    fuzzed(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_description_is_valid_and_a_fuzz_run_meets_no_server_error_on_sqlite() {
+    fuzzed(Backend::Sqlite).await;
 }

@@ -36,7 +36,7 @@ pub enum SuspensionReason {
 }
 
 /// A subscription's lifecycle status.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case", tag = "status")]
 pub enum SubscriptionStatus {
     /// In service.

@@ -306,7 +306,7 @@ impl std::fmt::Display for Month {
 }
 
 /// What a line of an invoice charges for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LineKind {
     /// The month's seats, in advance.
@@ -316,7 +316,7 @@ pub enum LineKind {
 }
 
 /// One line of an invoice.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct InvoiceLine {
     /// What it charges for.
     pub kind: LineKind,
@@ -344,23 +344,25 @@ pub struct InvoiceLine {
     pub changed_at: Option<DateTime<Utc>>,
     /// The amount, rounded to the cent (negative for a credit).
     #[serde(with = "rust_decimal::serde::str")]
+    #[schemars(with = "String", regex(pattern = r"^-?[0-9]+(?:\.[0-9]+)?$"))]
     pub amount: Decimal,
     /// Its currency.
     pub currency: Currency,
 }
 
 /// What an invoice adds up to in one currency.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Total {
     /// The currency.
     pub currency: Currency,
     /// The sum of the lines in it.
     #[serde(with = "rust_decimal::serde::str")]
+    #[schemars(with = "String", regex(pattern = r"^-?[0-9]+(?:\.[0-9]+)?$"))]
     pub amount: Decimal,
 }
 
 /// A billing profile's invoice of one month.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Invoice {
     /// The profile.
     pub billing_profile_id: Uuid,

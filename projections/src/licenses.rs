@@ -24,7 +24,7 @@ pub const ASSIGNED: &str = "assigned";
 const HOLDER: &str = "holder";
 
 /// One row of the licence view: one product of one tenant.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LicenseRow {
     /// The SKU part number (provisioning id) the row counts.
     pub sku: ProvisioningId,

@@ -44,7 +44,7 @@ pub struct UserRow {
 }
 
 /// A listed user's status (purged users are not listed).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UserListStatus {
     /// In use.

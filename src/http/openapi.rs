@@ -1,15 +1,104 @@
 //! `GET /v1/openapi.json`: the OpenAPI 3.1 description of every route, built from one table so
-//! that a test can check the router and the description never drift apart.
+//! that a test can check the router and the description never drift apart. Every request and
+//! response body has a schema, generated (as JSON Schema 2020-12, which OpenAPI 3.1 speaks) from
+//! the very Rust types the routes parse and answer; path and query parameters are typed too.
 
+use schemars::{JsonSchema, Schema, SchemaGenerator};
+use serde_json::{Map, Value};
 use utoipa::openapi::path::{
     HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem, PathsBuilder,
 };
+use utoipa::openapi::schema::{ObjectBuilder, SchemaFormat, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{
-    ComponentsBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Required, ResponseBuilder,
+use utoipa::openapi::{ComponentsBuilder, InfoBuilder, OpenApiBuilder, Required, ResponseBuilder};
+
+use super::problem::Problem;
+use super::routes::{self, events, parties, reads, subscriptions, users};
+
+/// Writes a body's schema into the generator's components and answers the reference to it.
+pub type SchemaOf = fn(&mut SchemaGenerator) -> Schema;
+
+/// The schema of `T`, as a reference into the components.
+fn schema<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    generator.subschema_for::<T>()
+}
+
+/// Any JSON document (the description itself).
+fn any_json(_: &mut SchemaGenerator) -> Schema {
+    schemars::json_schema!({"type": "object"})
+}
+
+/// A query parameter a route takes.
+pub struct QueryDoc {
+    /// Its name.
+    pub name: &'static str,
+    /// What it does.
+    pub description: &'static str,
+    /// Its JSON Schema.
+    pub schema: fn() -> Value,
+}
+
+fn position_schema() -> Value {
+    serde_json::json!({"type": "integer", "format": "int64", "minimum": 0})
+}
+
+fn instant_schema() -> Value {
+    serde_json::json!({"type": "string", "format": "date-time"})
+}
+
+fn boolean_schema() -> Value {
+    serde_json::json!({"type": "boolean"})
+}
+
+fn limit_schema() -> Value {
+    serde_json::json!({"type": "integer", "minimum": 1, "maximum": 1000})
+}
+
+const MIN_POSITION: QueryDoc = QueryDoc {
+    name: "min_position",
+    description: "Answer only once what the read reads has reached this log position (a command's `position`); 504 position_not_reached after 5 s.",
+    schema: position_schema,
+};
+const AS_OF_PARAM: QueryDoc = QueryDoc {
+    name: "as_of",
+    description: "Recompute the view from the log as it stood at this instant (RFC 3339).",
+    schema: instant_schema,
+};
+const AFTER: QueryDoc = QueryDoc {
+    name: "after",
+    description: "The cursor: 0 (the start) or a position the feed or a command gave.",
+    schema: position_schema,
 };
 
-/// One route: verb, path (with `{parameters}`), what it does, who may call it.
+/// What a plain read takes.
+const READ_AT: &[QueryDoc] = &[MIN_POSITION];
+/// What a read that can look back in time takes.
+const AS_OF: &[QueryDoc] = &[MIN_POSITION, AS_OF_PARAM];
+/// The user list's parameters.
+const USER_LIST: &[QueryDoc] = &[
+    MIN_POSITION,
+    AS_OF_PARAM,
+    QueryDoc {
+        name: "include_deleted",
+        description: "Also list deleted users, with the instant until which they may be restored.",
+        schema: boolean_schema,
+    },
+];
+/// A page of the log.
+const PAGE: &[QueryDoc] = &[
+    MIN_POSITION,
+    AFTER,
+    QueryDoc {
+        name: "limit",
+        description: "Events per page, 1 to 1000 (100 by default).",
+        schema: limit_schema,
+    },
+];
+/// The live feed.
+const STREAM: &[QueryDoc] = &[AFTER];
+
+/// One route: verb, path (with `{parameters}`), what it does, who may call it, what it takes
+/// and answers.
 pub struct RouteDoc {
     /// The HTTP method.
     pub method: &'static str,
@@ -21,6 +110,12 @@ pub struct RouteDoc {
     pub roles: &'static str,
     /// The success status.
     pub success: u16,
+    /// The request body's schema, when it takes one.
+    pub request: Option<SchemaOf>,
+    /// The success answer's schema (`None`: a Server-Sent Events stream).
+    pub response: Option<SchemaOf>,
+    /// Its query parameters.
+    pub query: &'static [QueryDoc],
 }
 
 const fn route(
@@ -36,6 +131,31 @@ const fn route(
         summary,
         roles,
         success,
+        request: None,
+        response: None,
+        query: &[],
+    }
+}
+
+impl RouteDoc {
+    const fn takes(mut self, request: SchemaOf) -> Self {
+        self.request = Some(request);
+        self
+    }
+
+    const fn answers(mut self, response: SchemaOf) -> Self {
+        self.response = Some(response);
+        self
+    }
+
+    /// Answers a Server-Sent Events stream.
+    const fn streams(self) -> Self {
+        self
+    }
+
+    const fn query(mut self, query: &'static [QueryDoc]) -> Self {
+        self.query = query;
+        self
     }
 }
 
@@ -44,256 +164,296 @@ const READ: &str = "admin, reseller, customer_admin, support, auditor (within sc
 
 /// Every route the service serves.
 pub const ROUTES: &[RouteDoc] = &[
-    route("GET", "/healthz", "Liveness.", "", 200),
+    route("GET", "/healthz", "Liveness.", "", 200)
+    .answers(schema::<routes::Health>),
     route(
         "GET",
         "/readyz",
         "Readiness: the store answers and every log consumer is within bounds (lag per consumer); 503 while catching up.",
         "",
         200,
-    ),
-    route("GET", "/v1/openapi.json", "This description.", "", 200),
+    )
+    .answers(schema::<routes::Readiness>),
+    route("GET", "/v1/openapi.json", "This description.", "", 200)
+    .answers(any_json),
     route(
         "POST",
         "/v1/tokens",
         "Issue a token scoped to a role (shown once).",
         "admin",
         201,
-    ),
-    route("GET", "/v1/offers", "The offer catalog.", "any", 200),
+    )
+    .takes(schema::<routes::TokenRequest>).answers(schema::<routes::IssuedToken>),
+    route("GET", "/v1/offers", "The offer catalog.", READ, 200)
+    .answers(schema::<routes::OfferList>).query(READ_AT),
     route(
         "POST",
         "/v1/offers",
         "Add or update an offer (validated: no cycles, no unknown parents).",
         "admin",
         200,
-    ),
-    route("GET", "/v1/offers/{offer_id}", "One offer.", "any", 200),
+    )
+    .takes(schema::<routes::OfferInput>).answers(schema::<routes::OneOffer>),
+    route("GET", "/v1/offers/{offer_id}", "One offer.", READ, 200)
+    .answers(schema::<routes::OneOffer>).query(READ_AT),
     route(
         "POST",
         "/v1/resellers",
         "Register an indirect reseller.",
         "admin",
         201,
-    ),
+    )
+    .takes(schema::<parties::ResellerInput>).answers(schema::<parties::ResellerView>),
     route(
         "GET",
         "/v1/resellers/{reseller_id}",
         "One reseller.",
         "admin, support, auditor, the reseller",
         200,
-    ),
+    )
+    .answers(schema::<parties::ResellerView>).query(READ_AT),
     route(
         "POST",
         "/v1/billing-profiles",
         "Create a billing profile {name, currency}.",
         "admin, reseller",
         201,
-    ),
+    )
+    .takes(schema::<parties::BillingProfileInput>).answers(schema::<parties::BillingProfileView>),
     route(
         "GET",
         "/v1/billing-profiles/{billing_profile_id}",
         "One billing profile.",
         "admin, support, auditor, its reseller",
         200,
-    ),
+    )
+    .answers(schema::<parties::BillingProfileView>).query(READ_AT),
     route(
         "POST",
         "/v1/tenants",
         "Create a customer tenant {domain, name, reseller_id?}.",
         "admin, reseller",
         201,
-    ),
-    route("GET", "/v1/tenants/{tenant_id}", "One tenant.", READ, 200),
+    )
+    .takes(schema::<parties::TenantInput>).answers(schema::<parties::TenantView>),
+    route("GET", "/v1/tenants/{tenant_id}", "One tenant.", READ, 200)
+    .answers(schema::<parties::TenantView>).query(READ_AT),
     route(
         "POST",
         "/v1/tenants/{tenant_id}/subscriptions",
         "PurchaseSubscription {offer_id, quantity, billing_profile_id, term?, trial?}.",
         CMD,
         201,
-    ),
+    )
+    .takes(schema::<subscriptions::PurchaseInput>).answers(schema::<subscriptions::SubscriptionView>),
     route(
         "GET",
         "/v1/subscriptions/{subscription_id}",
         "State, quantity, refundable batches with their deadlines.",
         READ,
         200,
-    ),
+    )
+    .answers(schema::<subscriptions::SubscriptionView>).query(READ_AT),
     route(
         "POST",
         "/v1/subscriptions/{subscription_id}/licenses:add",
         "AddLicense {count}.",
         CMD,
         200,
-    ),
+    )
+    .takes(schema::<subscriptions::CountInput>).answers(schema::<subscriptions::SubscriptionView>),
     route(
         "POST",
         "/v1/subscriptions/{subscription_id}/licenses:remove",
         "RemoveLicense {count} (409 cancellation_window_closed after the window).",
         CMD,
         200,
-    ),
+    )
+    .takes(schema::<subscriptions::CountInput>).answers(schema::<subscriptions::SubscriptionView>),
     route(
         "POST",
         "/v1/subscriptions/{subscription_id}:suspend",
         "Suspend.",
         CMD,
         200,
-    ),
+    )
+    .answers(schema::<subscriptions::SubscriptionView>),
     route(
         "POST",
         "/v1/subscriptions/{subscription_id}:reactivate",
         "Reactivate (an add-on needs its parent chain).",
         CMD,
         200,
-    ),
+    )
+    .answers(schema::<subscriptions::SubscriptionView>),
     route(
         "POST",
         "/v1/subscriptions/{subscription_id}:cancel",
         "Cancel within the cancellation window.",
         CMD,
         200,
-    ),
+    )
+    .answers(schema::<subscriptions::SubscriptionView>),
     route(
         "POST",
         "/v1/subscriptions/{subscription_id}:convert-trial",
         "Convert a trial to paid (fresh window).",
         CMD,
         200,
-    ),
+    )
+    .answers(schema::<subscriptions::SubscriptionView>),
     route(
         "POST",
         "/v1/subscriptions/{subscription_id}:upgrade",
         "Upgrade {offer_id} to a possible upgrade.",
         CMD,
         200,
-    ),
+    )
+    .takes(schema::<subscriptions::UpgradeInput>).answers(schema::<subscriptions::SubscriptionView>),
     route(
         "PUT",
         "/v1/subscriptions/{subscription_id}/billing-profile",
         "Move to another billing profile {billing_profile_id}.",
         CMD,
         200,
-    ),
+    )
+    .takes(schema::<subscriptions::BillingProfileMove>).answers(schema::<subscriptions::SubscriptionView>),
     route(
         "POST",
         "/v1/tenants/{tenant_id}/users",
         "CreateUser {user_principal_name, first_name, last_name, display_name, location?, role?}.",
         CMD,
         201,
-    ),
+    )
+    .takes(schema::<users::NewUser>).answers(schema::<users::UserView>),
     route(
         "GET",
         "/v1/users/{user_id}",
         "One user (personal data unreadable once purged).",
         "admin, reseller, customer_admin, password_admin, support, auditor (within scope)",
         200,
-    ),
+    )
+    .answers(schema::<users::UserView>).query(READ_AT),
     route(
         "PATCH",
         "/v1/users/{user_id}",
         "EditUser: names, location, role.",
         CMD,
         200,
-    ),
+    )
+    .takes(schema::<users::UserChanges>).answers(schema::<users::UserView>),
     route(
         "DELETE",
         "/v1/users/{user_id}",
         "DeleteUser (soft; restorable for 30 days).",
         CMD,
         200,
-    ),
+    )
+    .answers(schema::<users::UserView>),
     route(
         "POST",
         "/v1/users/{user_id}:restore",
         "RestoreUser (409 restore_window_expired after 30 days).",
         CMD,
         200,
-    ),
+    )
+    .answers(schema::<users::UserView>),
     route(
         "POST",
         "/v1/users/{user_id}:reset-password",
         "Reset the password {notify_email?}; the temporary password is returned once.",
         "admin, reseller, customer_admin, password_admin (within scope)",
         200,
-    ),
+    )
+    .takes(schema::<users::ResetInput>).answers(schema::<users::PasswordReset>),
     route(
         "POST",
         "/v1/users/{user_id}/licenses",
         "AssignLicenses {add: [offer_id], remove: [offer_id]}: all or nothing.",
         CMD,
         200,
-    ),
+    )
+    .takes(schema::<users::LicenseChange>).answers(schema::<users::UserView>),
     route(
         "GET",
         "/v1/tenants/{tenant_id}/licenses",
         "Licence availability per product; ?as_of=<RFC 3339 instant> recomputes it from the log.",
-        "admin, reseller, customer_admin, password_admin, support, auditor (within scope)",
+        READ,
         200,
-    ),
+    )
+    .answers(schema::<reads::LicenceView>).query(AS_OF),
     route(
         "GET",
         "/v1/tenants/{tenant_id}/users",
         "Users; ?include_deleted=true adds deleted users with restorable_until; ?as_of= from the log.",
         "admin, reseller, customer_admin, password_admin, support, auditor (within scope)",
         200,
-    ),
+    )
+    .answers(schema::<reads::UserList>).query(USER_LIST),
     route(
         "GET",
         "/v1/tenants/{tenant_id}/subscriptions",
         "The tenant's subscriptions: state, quantity, refundable batches, billing profile.",
         READ,
         200,
-    ),
+    )
+    .answers(schema::<reads::SubscriptionList>).query(READ_AT),
     route(
         "GET",
         "/v1/billing-profiles/{billing_profile_id}/invoices/{month}",
         "The invoice of a month (YYYY-MM): monthly charges, prorations of the month before, totals per currency.",
         "admin, reseller (its profiles), support, auditor",
         200,
-    ),
+    )
+    .answers(schema::<reads::InvoiceView>).query(READ_AT),
     route(
         "GET",
         "/v1/tenants/{tenant_id}/history",
         "The tenant's events with who, when, why.",
         READ,
         200,
-    ),
+    )
+    .answers(schema::<reads::History>).query(READ_AT),
     route(
         "GET",
         "/v1/subscriptions/{subscription_id}/history",
         "The subscription's events with who, when, why.",
         READ,
         200,
-    ),
+    )
+    .answers(schema::<reads::History>).query(READ_AT),
     route(
         "GET",
         "/v1/users/{user_id}/history",
         "The user's events with who, when, why.",
         READ,
         200,
-    ),
+    )
+    .answers(schema::<reads::History>).query(READ_AT),
     route(
         "GET",
         "/v1/events",
         "The global log as CloudEvents envelopes (docs/events.md), in commit order, from ?after=<position> (0: the start), ?limit= up to 1000 (default 100); next_after is the cursor of the next page, has_more whether the log holds more now. Scoped: a reseller sees its tenants' events, a customer admin its tenant's; tenant-less events (catalog, resellers, billing profiles) only admin, support and auditor.",
         READ,
         200,
-    ),
+    )
+    .answers(schema::<events::EventPage>).query(PAGE),
     route(
         "GET",
         "/v1/events/stream",
         "The same envelopes as a live Server-Sent Events feed from ?after= (or the Last-Event-ID header when resuming); each event's id is its position; live once caught up.",
         READ,
         200,
-    ),
+    )
+    .streams().query(STREAM),
     route(
         "POST",
         "/v1/sandbox/clock",
         "Move the sandbox clock {advance_seconds} or {now}; 404 without --sandbox-clock.",
         "admin",
         200,
-    ),
+    )
+    .takes(schema::<routes::ClockInput>).answers(schema::<routes::ClockAnswer>),
 ];
 
 fn method(raw: &str) -> HttpMethod {
@@ -315,11 +475,28 @@ fn parameters(path: &str) -> impl Iterator<Item = &str> {
 }
 
 /// The OpenAPI document.
-pub fn document() -> OpenApi {
+/// The schema of a path parameter: a UUID (offer ids are GUIDs), or a `YYYY-MM` month.
+fn path_parameter(name: &str) -> utoipa::openapi::schema::Object {
+    if name == "month" {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(r"^[0-9]{4}-(0[1-9]|1[0-2])$"))
+            .build()
+    } else {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::Custom("uuid".into())))
+            .build()
+    }
+}
+
+/// The description, as served.
+pub fn document() -> Value {
     let mut paths = PathsBuilder::new();
     for route in ROUTES {
         let mut operation = OperationBuilder::new()
             .summary(Some(route.summary))
+            .operation_id(Some(operation_id(route)))
             .description(if route.roles.is_empty() {
                 None
             } else {
@@ -328,7 +505,7 @@ pub fn document() -> OpenApi {
             .tag(route.path.split('/').nth(2).unwrap_or("service"))
             .response(
                 route.success.to_string(),
-                ResponseBuilder::new().description("Success (JSON; commands carry `position`)."),
+                ResponseBuilder::new().description("Success."),
             )
             .response(
                 "default",
@@ -342,7 +519,12 @@ pub fn document() -> OpenApi {
                     .name(name)
                     .parameter_in(ParameterIn::Path)
                     .required(Required::True)
-                    .description(Some("a UUID (offer ids: a GUID)")),
+                    .schema(Some(path_parameter(name)))
+                    .description(Some(if name == "month" {
+                        "a month, YYYY-MM"
+                    } else {
+                        "a UUID (offer ids: a GUID)"
+                    })),
             );
         }
         if !route.roles.is_empty() {
@@ -351,7 +533,7 @@ pub fn document() -> OpenApi {
         }
         paths = paths.path(route.path, PathItem::new(method(route.method), operation));
     }
-    OpenApiBuilder::new()
+    let skeleton = OpenApiBuilder::new()
         .info(
             InfoBuilder::new()
                 .title("seatledger")
@@ -370,5 +552,56 @@ pub fn document() -> OpenApi {
                 )
                 .build(),
         ))
-        .build()
+        .build();
+    let mut document = serde_json::to_value(skeleton).expect("the description serialises");
+    // The bodies' schemas come from the Rust types (schemars), written into the skeleton.
+    let mut generator = schemars::generate::SchemaSettings::draft2020_12()
+        .with(|settings| settings.definitions_path = "/components/schemas/".into())
+        .into_generator();
+    let problem = generator.subschema_for::<Problem>();
+    for route in ROUTES {
+        let operation = &mut document["paths"][route.path][route.method.to_lowercase()];
+        for parameter in route.query {
+            let entry = serde_json::json!({
+                "name": parameter.name,
+                "in": "query",
+                "required": false,
+                "description": parameter.description,
+                "schema": (parameter.schema)(),
+            });
+            match operation["parameters"].as_array_mut() {
+                Some(parameters) => parameters.push(entry),
+                None => operation["parameters"] = Value::Array(vec![entry]),
+            }
+        }
+        if let Some(request) = route.request {
+            operation["requestBody"] = serde_json::json!({
+                "required": true,
+                "content": {"application/json": {"schema": request(&mut generator)}},
+            });
+        }
+        let success = &mut operation["responses"][route.success.to_string()];
+        success["content"] = match route.response {
+            Some(response) => {
+                serde_json::json!({"application/json": {"schema": response(&mut generator)}})
+            }
+            None => serde_json::json!({"text/event-stream": {"schema": {"type": "string"}}}),
+        };
+        operation["responses"]["default"]["content"] =
+            serde_json::json!({"application/problem+json": {"schema": problem}});
+    }
+    let definitions: Map<String, Value> = generator.take_definitions(true);
+    document["components"]["schemas"] = Value::Object(definitions);
+    document
+}
+
+/// A name for the operation, unique across the description: the method and the path's words.
+fn operation_id(route: &RouteDoc) -> String {
+    let words: Vec<String> = route
+        .path
+        .split(['/', ':', '{', '}', '-', '.'])
+        .filter(|word| !word.is_empty() && *word != "v1")
+        .map(str::to_owned)
+        .collect();
+    format!("{}_{}", route.method.to_lowercase(), words.join("_"))
 }

@@ -3,7 +3,6 @@
 use aggregates::{DomainError, ErrorCategory};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
 use tracing::error;
 
 use crate::ledger::LedgerError;
@@ -120,6 +119,25 @@ fn problem(status: StatusCode, code: &str, title: &str, detail: &str) -> Respons
     problem_with_field(status, code, title, detail, None)
 }
 
+/// An RFC 9457 problem document, as every error answers.
+#[derive(Debug, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem (`https://seatledger.dev/problems/<code>`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A short summary of the kind.
+    pub title: String,
+    /// The HTTP status.
+    pub status: u16,
+    /// The machine-readable kind: the rule that refused a command, or the kind of error.
+    pub code: String,
+    /// What happened, for people.
+    pub detail: String,
+    /// The request field (or parameter, or header) at fault, for invalid input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
 fn problem_with_field(
     status: StatusCode,
     code: &str,
@@ -127,20 +145,18 @@ fn problem_with_field(
     detail: &str,
     field: Option<&str>,
 ) -> Response {
-    let mut body = json!({
-        "type": format!("https://seatledger.dev/problems/{code}"),
-        "title": title,
-        "status": status.as_u16(),
-        "code": code,
-        "detail": detail,
-    });
-    if let Some(field) = field {
-        body["field"] = json!(field);
-    }
+    let body = Problem {
+        kind: format!("https://seatledger.dev/problems/{code}"),
+        title: title.to_owned(),
+        status: status.as_u16(),
+        code: code.to_owned(),
+        detail: detail.to_owned(),
+        field: field.map(str::to_owned),
+    };
     (
         status,
         [(header::CONTENT_TYPE, "application/problem+json")],
-        body.to_string(),
+        serde_json::to_string(&body).expect("a problem serialises"),
     )
         .into_response()
 }

@@ -11,8 +11,8 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::get;
 use axum::Router;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 
 use tokio::sync::broadcast;
@@ -94,12 +94,25 @@ fn parse_limit(raw: Option<&str>) -> Result<usize, ApiError> {
         })
 }
 
+/// A page of the log.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct EventPage {
+    /// The events the token may see, in the log's reading order.
+    pub events: Vec<crate::feed::envelope::CloudEvent>,
+    /// The cursor of the next page (`after=`).
+    pub next_after: i64,
+    /// Whether the log holds more now.
+    pub has_more: bool,
+    /// How far the log had been read.
+    pub position: i64,
+}
+
 async fn list(
     principal: Principal,
     State(state): State<AppState>,
     Query(query): Query<FeedQuery>,
     min_position: MinPosition,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EventPage>, ApiError> {
     let audience = audience(&principal)?;
     let after = parse_after("after", query.after.as_deref())?;
     let limit = parse_limit(query.limit.as_deref())?;
@@ -119,12 +132,12 @@ async fn list(
     } else {
         page.next.position
     };
-    Ok(Json(json!({
-        "events": page.events,
-        "next_after": next_after,
-        "has_more": page.more,
-        "position": position,
-    })))
+    Ok(Json(EventPage {
+        events: page.events,
+        next_after,
+        has_more: page.more,
+        position,
+    }))
 }
 
 async fn stream(

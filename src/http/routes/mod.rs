@@ -1,11 +1,11 @@
 //! The routes of API.md that exist so far: health, tokens, the catalog, resellers, billing
 //! profiles and tenants.
 
-mod events;
-mod parties;
-mod reads;
-mod subscriptions;
-mod users;
+pub(super) mod events;
+pub(super) mod parties;
+pub(super) mod reads;
+pub(super) mod subscriptions;
+pub(super) mod users;
 
 use aggregates::catalog::{CatalogCommand, Offer};
 use aggregates::values::{OfferId, ProductName, ProvisioningId, UnitPrice};
@@ -14,8 +14,8 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::min_position::{MinPosition, ReadFrom};
@@ -91,12 +91,68 @@ fn require(principal: &Principal, roles: access::Roles) -> Result<(), ApiError> 
     Ok(access::require(principal, roles)?)
 }
 
-async fn healthz() -> Json<Value> {
-    Json(json!({"status": "ok"}))
+/// `GET /healthz`: the process answers.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Health {
+    /// Always `ok`.
+    pub status: &'static str,
 }
 
-async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+async fn openapi() -> Json<serde_json::Value> {
     Json(super::openapi::document())
+}
+
+/// `GET /readyz`: whether the store answers and every log consumer is within bounds.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct Readiness {
+    /// `ready`, or `catching_up` (answered with 503).
+    pub status: &'static str,
+    /// `PostgreSQL` or `SQLite`.
+    pub store: &'static str,
+    /// The log's last position.
+    pub log_end: i64,
+    /// Each consumer of the log: where it stands and how far behind.
+    pub consumers: std::collections::BTreeMap<String, ConsumerLag>,
+    /// Requests that panicked since the service started (each answered 500 and logged).
+    pub request_panics: u64,
+    /// The JetStream publisher, when NATS is configured (its lag does not make the service
+    /// unready).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub publisher: Option<PublisherLag>,
+}
+
+/// One consumer's place in the log.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ConsumerLag {
+    /// The last position it has read.
+    pub position: i64,
+    /// Events behind (exact up to 10 000).
+    pub lag_events: i64,
+    /// Seconds since the oldest event it has not read was recorded.
+    pub lag_seconds: i64,
+    /// Within 1 000 events and 30 seconds.
+    pub caught_up: bool,
+}
+
+/// The JetStream publisher's place in the log and its counts.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PublisherLag {
+    /// The last position acknowledged by JetStream.
+    pub position: i64,
+    /// Events behind.
+    pub lag_events: i64,
+    /// Seconds since the oldest unpublished event was recorded.
+    pub lag_seconds: i64,
+    /// Events published since start.
+    pub published: u64,
+    /// Re-sends JetStream dropped as duplicates.
+    pub duplicates_dropped: u64,
+    /// Batches that failed and were retried.
+    pub failed_batches: u64,
 }
 
 /// A consumer further behind than either bound makes the service not ready: its reads would
@@ -124,7 +180,7 @@ async fn readiness(state: &AppState) -> Result<axum::response::Response, ApiErro
     state.store.ping().await?;
     let now = chrono::Utc::now();
     let mut ready = true;
-    let mut consumers = serde_json::Map::new();
+    let mut consumers = std::collections::BTreeMap::new();
     for consumer in crate::workers::consumers() {
         let checkpoint = state.store.checkpoint(consumer).await?;
         let (behind, oldest) = state.store.backlog(checkpoint).await?;
@@ -133,21 +189,22 @@ async fn readiness(state: &AppState) -> Result<axum::response::Response, ApiErro
         ready &= caught_up;
         consumers.insert(
             consumer.to_owned(),
-            json!({
-                "position": checkpoint.position,
-                "lag_events": behind,
-                "lag_seconds": seconds,
-                "caught_up": caught_up,
-            }),
+            ConsumerLag {
+                position: checkpoint.position,
+                lag_events: behind,
+                lag_seconds: seconds,
+                caught_up,
+            },
         );
     }
-    let mut body = json!({
-        "status": if ready { "ready" } else { "catching_up" },
-        "store": state.store.backend(),
-        "log_end": state.store.log_end().await?,
-        "consumers": consumers,
-        "request_panics": crate::http::REQUEST_PANICS.load(std::sync::atomic::Ordering::Relaxed),
-    });
+    let mut body = Readiness {
+        status: if ready { "ready" } else { "catching_up" },
+        store: state.store.backend(),
+        log_end: state.store.log_end().await?,
+        consumers,
+        request_panics: crate::http::REQUEST_PANICS.load(std::sync::atomic::Ordering::Relaxed),
+        publisher: None,
+    };
     if let Some(publisher) = &state.publisher {
         // Reported, not counted: a NATS outage pauses publishing, not the service's answers.
         use std::sync::atomic::Ordering;
@@ -157,13 +214,13 @@ async fn readiness(state: &AppState) -> Result<axum::response::Response, ApiErro
             .await?;
         let (behind, oldest) = state.store.backlog(checkpoint).await?;
         let stats = publisher.stats();
-        body["publisher"] = json!({
-            "position": checkpoint.position,
-            "lag_events": behind,
-            "lag_seconds": oldest.map_or(0, |oldest| (now - oldest).num_seconds().max(0)),
-            "published": stats.published.load(Ordering::Relaxed),
-            "duplicates_dropped": stats.duplicates.load(Ordering::Relaxed),
-            "failed_batches": stats.failures.load(Ordering::Relaxed),
+        body.publisher = Some(PublisherLag {
+            position: checkpoint.position,
+            lag_events: behind,
+            lag_seconds: oldest.map_or(0, |oldest| (now - oldest).num_seconds().max(0)),
+            published: stats.published.load(Ordering::Relaxed),
+            duplicates_dropped: stats.duplicates.load(Ordering::Relaxed),
+            failed_batches: stats.failures.load(Ordering::Relaxed),
         });
     }
     let status = if ready {
@@ -174,12 +231,31 @@ async fn readiness(state: &AppState) -> Result<axum::response::Response, ApiErro
     Ok((status, Json(body)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+/// What a new token may do.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct TokenRequest {
+pub struct TokenRequest {
+    /// `admin`, `reseller`, `customer_admin`, `password_admin`, `support` or `auditor`.
     role: String,
+    /// The reseller a `reseller` token acts for.
     reseller_id: Option<Uuid>,
+    /// The tenant a `customer_admin` or `password_admin` token acts for.
     tenant_id: Option<Uuid>,
+}
+
+/// An issued token: the secret is shown this once.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct IssuedToken {
+    /// The token's id (recorded in the events it causes).
+    pub token_id: Uuid,
+    /// The bearer token itself; only its hash is stored. `null` in a replay of the answer.
+    pub token: Option<String>,
+    /// Its role.
+    pub role: Role,
+    /// Its reseller, for role `reseller`.
+    pub reseller_id: Option<Uuid>,
+    /// Its tenant, for roles `customer_admin` and `password_admin`.
+    pub tenant_id: Option<Uuid>,
 }
 
 async fn issue_token(
@@ -224,26 +300,44 @@ async fn issue_token(
         })?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "token_id": token_id,
-            "token": token,
-            "role": role,
-            "reseller_id": request.reseller_id,
-            "tenant_id": request.tenant_id,
-        })),
+        Json(IssuedToken {
+            token_id,
+            token: Some(token),
+            role,
+            reseller_id: request.reseller_id,
+            tenant_id: request.tenant_id,
+        }),
     ))
+}
+
+/// The offer catalog.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct OfferList {
+    /// Every offer.
+    pub offers: Vec<Offer>,
+    /// How far the log had been read.
+    pub position: i64,
+}
+
+/// One offer.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct OneOffer {
+    /// The offer.
+    pub offer: Offer,
+    /// How far the log had been read (for a change: where it landed).
+    pub position: i64,
 }
 
 async fn list_offers(
     principal: Principal,
     State(state): State<AppState>,
     min_position: MinPosition,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OfferList>, ApiError> {
     require(&principal, access::READERS)?;
     let position = min_position.reached(&state, ReadFrom::Log).await?;
     let catalog = state.ledger.current_catalog().await?;
-    let offers: Vec<&Offer> = catalog.catalog.offers().collect();
-    Ok(Json(json!({ "offers": offers, "position": position })))
+    let offers: Vec<Offer> = catalog.catalog.offers().cloned().collect();
+    Ok(Json(OfferList { offers, position }))
 }
 
 async fn get_offer(
@@ -251,7 +345,7 @@ async fn get_offer(
     State(state): State<AppState>,
     Path(offer_id): Path<String>,
     min_position: MinPosition,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OneOffer>, ApiError> {
     require(&principal, access::READERS)?;
     let offer_id = OfferId::parse(&offer_id)?;
     let position = min_position.reached(&state, ReadFrom::Log).await?;
@@ -260,19 +354,24 @@ async fn get_offer(
         .catalog
         .get(&offer_id)
         .ok_or_else(|| ApiError::NotFound(format!("offer {offer_id} is not in the catalog")))?;
-    Ok(Json(json!({ "offer": offer, "position": position })))
+    Ok(Json(OneOffer {
+        offer: offer.clone(),
+        position,
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+/// A price per licence per month.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct PriceInput {
+pub struct PriceInput {
     amount: String,
     currency: String,
 }
 
-#[derive(Debug, Deserialize)]
+/// An offer to add to the catalog, or to replace.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct OfferInput {
+pub struct OfferInput {
     id: String,
     name: String,
     provisioning_id: String,
@@ -336,15 +435,20 @@ async fn publish_offer(
         )
         .await?;
     let position = state.ledger.position_after(landed.as_ref()).await?;
-    Ok((
-        StatusCode::OK,
-        Json(json!({ "offer": offer, "position": position })),
-    ))
+    Ok((StatusCode::OK, Json(OneOffer { offer, position })))
 }
 
-#[derive(Debug, Deserialize)]
+/// The sandbox clock after a move.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ClockAnswer {
+    /// The service's "now".
+    pub now: chrono::DateTime<chrono::Utc>,
+}
+
+/// A move of the sandbox clock: exactly one of the two.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ClockInput {
+pub struct ClockInput {
     advance_seconds: Option<i64>,
     now: Option<chrono::DateTime<chrono::Utc>>,
 }
@@ -354,7 +458,7 @@ async fn set_clock(
     principal: Principal,
     State(state): State<AppState>,
     Json(input): Json<ClockInput>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ClockAnswer>, ApiError> {
     if !state.clock.is_sandbox() {
         return Err(ApiError::NotFound(
             "the sandbox clock is off: start the service with --sandbox-clock".into(),
@@ -391,5 +495,5 @@ async fn set_clock(
     if let Some(offset) = state.clock.offset() {
         state.store.save_sandbox_offset(offset).await?;
     }
-    Ok(Json(json!({ "now": now })))
+    Ok(Json(ClockAnswer { now }))
 }

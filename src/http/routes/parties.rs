@@ -9,8 +9,9 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{metadata, parse_id, require};
@@ -50,10 +51,65 @@ pub(crate) async fn visible_tenant(
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A new indirect reseller.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ResellerInput {
+pub struct ResellerInput {
+    /// Its organisation name.
     name: String,
+}
+
+/// An indirect reseller.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct ResellerView {
+    /// Its id.
+    pub id: Uuid,
+    /// Its organisation name.
+    pub name: OrganisationName,
+    /// When it was registered.
+    pub created_at: DateTime<Utc>,
+    /// Where its creation landed in the log, or how far the log had been read.
+    pub position: i64,
+}
+
+/// A billing profile: who is invoiced, in which currency.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct BillingProfileView {
+    /// Its id.
+    pub id: Uuid,
+    /// Its name.
+    pub name: OrganisationName,
+    /// The currency of its invoices.
+    pub currency: Currency,
+    /// The reseller it belongs to (`null`: the partner's own).
+    pub reseller_id: Option<Uuid>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// Where its creation landed in the log, or how far the log had been read.
+    pub position: i64,
+}
+
+/// A customer tenant.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct TenantView {
+    /// Its id.
+    pub id: Uuid,
+    /// Its initial domain (`contoso.onmicrosoft.com`).
+    pub domain: DomainName,
+    /// Its organisation name.
+    pub name: OrganisationName,
+    /// The reseller that manages it (`null`: the partner directly).
+    pub reseller_id: Option<Uuid>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// Its subscriptions' ids (not in a creation's answer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subscription_ids: Option<Vec<Uuid>>,
+    /// How many users it has, purged ones aside (not in a creation's answer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub users: Option<usize>,
+    /// Where its creation landed in the log, or how far the log had been read.
+    pub position: i64,
 }
 
 async fn create_reseller(
@@ -64,6 +120,7 @@ async fn create_reseller(
     require(&principal, access::ADMINS)?;
     let name = OrganisationName::parse(&input.name)?;
     let reseller_id = Uuid::new_v4();
+    let at = state.clock.now();
     let landed = state
         .ledger
         .reseller(
@@ -71,7 +128,7 @@ async fn create_reseller(
             ResellerCommand::CreateReseller {
                 reseller_id,
                 name: name.clone(),
-                at: state.clock.now(),
+                at,
             },
             &metadata(&principal),
         )
@@ -79,7 +136,12 @@ async fn create_reseller(
     let position = state.ledger.position_after(landed.as_ref()).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"id": reseller_id, "name": name, "position": position})),
+        Json(ResellerView {
+            id: reseller_id,
+            name,
+            created_at: at,
+            position,
+        }),
     ))
 }
 
@@ -88,7 +150,7 @@ async fn get_reseller(
     State(state): State<AppState>,
     Path(reseller_id): Path<String>,
     min_position: MinPosition,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ResellerView>, ApiError> {
     let reseller_id = parse_id("reseller_id", &reseller_id)?;
     let position = min_position.reached(&state, ReadFrom::Log).await?;
     let visible = access::may_see_account(&principal, Some(reseller_id));
@@ -99,20 +161,27 @@ async fn get_reseller(
         reseller.name.clone(),
         reseller.created_at,
     ) {
-        (true, Some(id), Some(name), Some(created_at)) => Ok(Json(
-            json!({"id": id, "name": name, "created_at": created_at, "position": position}),
-        )),
+        (true, Some(id), Some(name), Some(created_at)) => Ok(Json(ResellerView {
+            id,
+            name,
+            created_at,
+            position,
+        })),
         _ => Err(ApiError::NotFound(format!(
             "reseller {reseller_id} does not exist"
         ))),
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A new billing profile.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct BillingProfileInput {
+pub struct BillingProfileInput {
+    /// Its name.
     name: String,
+    /// The currency of its invoices (ISO 4217).
     currency: String,
+    /// The reseller it belongs to (a reseller's token: itself; none: the partner's own).
     reseller_id: Option<Uuid>,
 }
 
@@ -126,6 +195,7 @@ async fn create_billing_profile(
     let name = OrganisationName::parse(&input.name)?;
     let currency = Currency::parse(&input.currency)?;
     let billing_profile_id = Uuid::new_v4();
+    let at = state.clock.now();
     let landed = state
         .ledger
         .billing_profile(
@@ -135,7 +205,7 @@ async fn create_billing_profile(
                 name: name.clone(),
                 currency: currency.clone(),
                 reseller_id,
-                at: state.clock.now(),
+                at,
             },
             &metadata(&principal),
         )
@@ -143,13 +213,14 @@ async fn create_billing_profile(
     let position = state.ledger.position_after(landed.as_ref()).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "id": billing_profile_id,
-            "name": name,
-            "currency": currency,
-            "reseller_id": reseller_id,
-            "position": position,
-        })),
+        Json(BillingProfileView {
+            id: billing_profile_id,
+            name,
+            currency,
+            reseller_id,
+            created_at: at,
+            position,
+        }),
     ))
 }
 
@@ -194,18 +265,18 @@ async fn get_billing_profile(
     State(state): State<AppState>,
     Path(billing_profile_id): Path<String>,
     min_position: MinPosition,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<BillingProfileView>, ApiError> {
     let billing_profile_id = parse_id("billing_profile_id", &billing_profile_id)?;
     let position = min_position.reached(&state, ReadFrom::Log).await?;
     let profile = visible_billing_profile(&state, &principal, billing_profile_id).await?;
-    Ok(Json(json!({
-        "id": profile.billing_profile_id,
-        "name": profile.name,
-        "currency": profile.currency,
-        "reseller_id": profile.reseller_id,
-        "created_at": profile.created_at,
-        "position": position,
-    })))
+    Ok(Json(BillingProfileView {
+        id: profile.billing_profile_id,
+        name: profile.name,
+        currency: profile.currency,
+        reseller_id: profile.reseller_id,
+        created_at: profile.created_at,
+        position,
+    }))
 }
 
 /// Loads a billing profile the caller may see: admins, support and auditors see every one, a
@@ -234,11 +305,15 @@ pub(super) async fn visible_billing_profile(
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A new customer tenant.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct TenantInput {
+pub struct TenantInput {
+    /// Its initial domain (`contoso.onmicrosoft.com`).
     domain: String,
+    /// Its organisation name.
     name: String,
+    /// The reseller that manages it (a reseller's token: itself; none: the partner directly).
     reseller_id: Option<Uuid>,
 }
 
@@ -252,6 +327,7 @@ async fn create_tenant(
     let domain = DomainName::parse(&input.domain)?;
     let name = OrganisationName::parse(&input.name)?;
     let tenant_id = Uuid::new_v4();
+    let at = state.clock.now();
     let landed = state
         .ledger
         .dispatch(
@@ -262,7 +338,7 @@ async fn create_tenant(
                     domain: domain.clone(),
                     name: name.clone(),
                     reseller_id,
-                    at: state.clock.now(),
+                    at,
                 },
             },
             &metadata(&principal),
@@ -271,13 +347,16 @@ async fn create_tenant(
     let position = state.ledger.position_after(landed.as_ref()).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({
-            "id": tenant_id,
-            "domain": domain,
-            "name": name,
-            "reseller_id": reseller_id,
-            "position": position,
-        })),
+        Json(TenantView {
+            id: tenant_id,
+            domain,
+            name,
+            reseller_id,
+            created_at: at,
+            subscription_ids: None,
+            users: None,
+            position,
+        }),
     ))
 }
 
@@ -286,19 +365,25 @@ async fn get_tenant(
     State(state): State<AppState>,
     Path(tenant_id): Path<String>,
     min_position: MinPosition,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TenantView>, ApiError> {
     let tenant_id = parse_id("tenant_id", &tenant_id)?;
     let position = min_position.reached(&state, ReadFrom::Log).await?;
     let (tenant, profile) = visible_tenant(&state, &principal, tenant_id).await?;
     require(&principal, access::READERS)?;
-    Ok(Json(json!({
-        "id": profile.tenant_id,
-        "domain": profile.domain,
-        "name": profile.name,
-        "reseller_id": profile.reseller_id,
-        "created_at": profile.created_at,
-        "subscription_ids": tenant.subscriptions.keys().collect::<Vec<_>>(),
-        "users": tenant.members.values().filter(|member| member.status != aggregates::tenant::MemberStatus::Purged).count(),
-        "position": position,
-    })))
+    Ok(Json(TenantView {
+        id: profile.tenant_id,
+        domain: profile.domain,
+        name: profile.name,
+        reseller_id: profile.reseller_id,
+        created_at: profile.created_at,
+        subscription_ids: Some(tenant.subscriptions.keys().copied().collect()),
+        users: Some(
+            tenant
+                .members
+                .values()
+                .filter(|member| member.status != aggregates::tenant::MemberStatus::Purged)
+                .count(),
+        ),
+        position,
+    }))
 }

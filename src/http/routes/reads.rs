@@ -15,8 +15,9 @@ use projections::billing::{self, BilledSubscription, BillingEntry, Month};
 use projections::licenses::{self, AssignedDoc, SeatsDoc};
 use projections::users::{self, UserListStatus, UserRow};
 use projections::{LoggedEvent, Projection, RowSet};
+use schemars::JsonSchema;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::Serialize;
 use uuid::Uuid;
 
 use super::parties::{visible_billing_profile, visible_tenant};
@@ -46,6 +47,95 @@ pub(super) fn routes() -> Router<AppState> {
             get(subscription_history),
         )
         .route("/v1/users/{user_id}/history", get(user_history))
+}
+
+/// A tenant's licence availability, one row per product.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct LicenceView {
+    /// The tenant.
+    pub tenant_id: Uuid,
+    /// The instant the view was recomputed for (`null`: now, from the projection).
+    pub as_of: Option<DateTime<Utc>>,
+    /// One row per product.
+    pub licenses: Vec<projections::licenses::LicenseRow>,
+    /// How far the projections (or, with `as_of`, the log) had been read.
+    pub position: i64,
+}
+
+/// A tenant's users.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct UserList {
+    /// The instant the list was recomputed for (`null`: now, from the projection).
+    pub as_of: Option<DateTime<Utc>>,
+    /// How far the projections (or, with `as_of`, the log) had been read.
+    pub position: i64,
+    /// The tenant.
+    pub tenant_id: Uuid,
+    /// Its users, deleted ones only with `include_deleted=true`.
+    pub users: Vec<UserListItem>,
+}
+
+/// One user of a tenant's list.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct UserListItem {
+    /// Its id.
+    pub id: Uuid,
+    /// Its sign-in name.
+    pub user_principal_name: Option<String>,
+    /// Its display name.
+    pub display_name: Option<String>,
+    /// `active` or `deleted`.
+    pub status: UserListStatus,
+    /// Its administrative role.
+    pub role: aggregates::values::UserRole,
+    /// The SKUs it holds.
+    pub licenses: Vec<aggregates::values::ProvisioningId>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// When it was deleted, while deleted.
+    pub deleted_at: Option<DateTime<Utc>>,
+    /// Until when it may be restored, while deleted.
+    pub restorable_until: Option<DateTime<Utc>>,
+}
+
+/// A tenant's subscriptions.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SubscriptionList {
+    /// The tenant.
+    pub tenant_id: Uuid,
+    /// Its subscriptions.
+    pub subscriptions: Vec<super::subscriptions::SubscriptionView>,
+    /// How far the projections had been read.
+    pub position: i64,
+}
+
+/// A billing profile's invoice of one month.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct InvoiceView {
+    /// The invoice.
+    #[serde(flatten)]
+    pub invoice: projections::billing::Invoice,
+    /// The profile's name.
+    pub billing_profile_name: aggregates::values::OrganisationName,
+    /// The profile's currency.
+    pub billing_profile_currency: aggregates::values::Currency,
+    /// `final` once its month has begun, `preview` before.
+    pub status: &'static str,
+    /// How far the projections had been read.
+    pub position: i64,
+}
+
+/// One aggregate's events, with who, when and why.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct History {
+    /// `tenant`, `subscription` or `user`.
+    pub aggregate_type: String,
+    /// Its id.
+    pub aggregate_id: Uuid,
+    /// Its events, oldest first.
+    pub events: Vec<crate::store::RecordedEvent>,
+    /// How far the log had been read.
+    pub position: i64,
 }
 
 fn parse_as_of(raw: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
@@ -122,7 +212,7 @@ async fn licenses(
     Path(tenant_id): Path<String>,
     Query(query): Query<LicenseQuery>,
     min_position: MinPosition,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LicenceView>, ApiError> {
     let tenant_id = parse_id("tenant_id", &tenant_id)?;
     let as_of = parse_as_of(query.as_of.as_deref())?;
     visible_tenant(&state, &principal, tenant_id).await?;
@@ -146,12 +236,12 @@ async fn licenses(
             (licenses::availability(&seats, &assigned), position)
         }
     };
-    Ok(Json(json!({
-        "tenant_id": tenant_id,
-        "as_of": as_of,
-        "licenses": rows,
-        "position": position,
-    })))
+    Ok(Json(LicenceView {
+        tenant_id,
+        as_of,
+        licenses: rows,
+        position,
+    }))
 }
 
 #[derive(Debug, Deserialize)]
@@ -194,16 +284,13 @@ async fn users(
     events.sort_by_key(|event| event.position);
     let rows = fold(&users::Users, &events)?;
     let listed = users::users_in(&rows, tenant_id).map_err(internal)?;
-    let mut users = Vec::with_capacity(listed.len());
-    for row in listed_users(&state, listed, query.include_deleted).await? {
-        users.push(serde_json::from_slice::<Value>(&row).map_err(internal)?);
-    }
-    Ok(Json(json!({
-        "tenant_id": tenant_id,
-        "as_of": as_of,
-        "users": users,
-        "position": position,
-    }))
+    let users = listed_users(&state, listed, query.include_deleted).await?;
+    Ok(Json(UserList {
+        as_of: Some(as_of),
+        position,
+        tenant_id,
+        users,
+    })
     .into_response())
 }
 
@@ -222,7 +309,7 @@ async fn user_list_pages(
 ) -> Result<Response, ApiError> {
     let scope = tenant_id.to_string();
     let (first, after) = user_page(&state, &scope, "", include_deleted).await?;
-    // Keys in the order `json!` writes them (serde_json's maps are sorted).
+    // The fields of [`UserList`], written by hand around the pages.
     let head = format!(
         "{{\"as_of\":null,\"position\":{position},\"tenant_id\":\"{tenant_id}\",\"users\":["
     );
@@ -293,7 +380,13 @@ async fn user_page(
         .flatten();
     let rows: Vec<UserRow> = decode_all(&docs).map_err(internal)?;
     drop(docs);
-    Ok((listed_users(state, rows, include_deleted).await?, next))
+    let items = listed_users(state, rows, include_deleted)
+        .await?
+        .iter()
+        .map(serde_json::to_vec)
+        .collect::<Result<_, _>>()
+        .map_err(internal)?;
+    Ok((items, next))
 }
 
 /// The users as the list shows them, each as its JSON: deleted ones only when asked for, the
@@ -303,31 +396,28 @@ async fn listed_users(
     state: &AppState,
     rows: Vec<UserRow>,
     include_deleted: bool,
-) -> Result<Vec<Vec<u8>>, ApiError> {
+) -> Result<Vec<UserListItem>, ApiError> {
     let listed: Vec<UserRow> = rows
         .into_iter()
         .filter(|user| include_deleted || user.status != UserListStatus::Deleted)
         .collect();
     let sealed: Vec<_> = listed.iter().map(|user| &user.details).collect();
     let unsealed = state.vault.unseal_all(&sealed).await.map_err(internal)?;
-    listed
+    Ok(listed
         .iter()
         .zip(unsealed)
-        .map(|(user, details)| {
-            serde_json::to_vec(&json!({
-                "id": user.user_id,
-                "user_principal_name": details.as_ref().map(|d| d.user_principal_name.to_string()),
-                "display_name": details.as_ref().map(|d| d.display_name.to_string()),
-                "status": user.status,
-                "role": user.role,
-                "licenses": user.licenses,
-                "created_at": user.created_at,
-                "deleted_at": user.deleted_at,
-                "restorable_until": user.restorable_until,
-            }))
-            .map_err(internal)
+        .map(|(user, details)| UserListItem {
+            id: user.user_id,
+            user_principal_name: details.as_ref().map(|d| d.user_principal_name.to_string()),
+            display_name: details.as_ref().map(|d| d.display_name.to_string()),
+            status: user.status,
+            role: user.role,
+            licenses: user.licenses.iter().cloned().collect(),
+            created_at: user.created_at,
+            deleted_at: user.deleted_at,
+            restorable_until: user.restorable_until,
         })
-        .collect()
+        .collect())
 }
 
 async fn subscriptions(
@@ -335,7 +425,7 @@ async fn subscriptions(
     State(state): State<AppState>,
     Path(tenant_id): Path<String>,
     min_position: MinPosition,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SubscriptionList>, ApiError> {
     let tenant_id = parse_id("tenant_id", &tenant_id)?;
     visible_tenant(&state, &principal, tenant_id).await?;
     require(&principal, READERS)?;
@@ -348,15 +438,15 @@ async fn subscriptions(
     )
     .await?;
     let now = state.clock.now();
-    let subscriptions: Vec<Value> = states
+    let subscriptions = states
         .iter()
         .map(|subscription| subscription_view(subscription, now))
         .collect();
-    Ok(Json(json!({
-        "tenant_id": tenant_id,
-        "subscriptions": subscriptions,
-        "position": position,
-    })))
+    Ok(Json(SubscriptionList {
+        tenant_id,
+        subscriptions,
+        position,
+    }))
 }
 
 async fn invoice(
@@ -364,7 +454,7 @@ async fn invoice(
     State(state): State<AppState>,
     Path((billing_profile_id, month)): Path<(String, String)>,
     min_position: MinPosition,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<InvoiceView>, ApiError> {
     let billing_profile_id = parse_id("billing_profile_id", &billing_profile_id)?;
     let profile: BillingProfileState =
         visible_billing_profile(&state, &principal, billing_profile_id).await?;
@@ -394,12 +484,13 @@ async fn invoice(
     } else {
         "preview"
     };
-    let mut body = serde_json::to_value(&invoice).map_err(internal)?;
-    body["billing_profile_name"] = json!(profile.name);
-    body["billing_profile_currency"] = json!(profile.currency);
-    body["status"] = json!(status);
-    body["position"] = json!(position);
-    Ok(Json(body))
+    Ok(Json(InvoiceView {
+        invoice,
+        billing_profile_name: profile.name,
+        billing_profile_currency: profile.currency,
+        status,
+        position,
+    }))
 }
 
 async fn history_of(
@@ -407,18 +498,18 @@ async fn history_of(
     aggregate_type: &str,
     aggregate_id: Uuid,
     min_position: MinPosition,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<History>, ApiError> {
     let position = min_position.reached(state, ReadFrom::Log).await?;
     let events = state
         .store
         .history(aggregate_type, &aggregate_id.to_string())
         .await?;
-    Ok(Json(json!({
-        "aggregate_type": aggregate_type,
-        "aggregate_id": aggregate_id,
-        "events": events,
-        "position": position,
-    })))
+    Ok(Json(History {
+        aggregate_type: aggregate_type.to_owned(),
+        aggregate_id,
+        events,
+        position,
+    }))
 }
 
 async fn tenant_history(
@@ -426,7 +517,7 @@ async fn tenant_history(
     State(state): State<AppState>,
     Path(tenant_id): Path<String>,
     min_position: MinPosition,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<History>, ApiError> {
     let tenant_id = parse_id("tenant_id", &tenant_id)?;
     visible_tenant(&state, &principal, tenant_id).await?;
     require(&principal, READERS)?;
@@ -438,7 +529,7 @@ async fn subscription_history(
     State(state): State<AppState>,
     Path(subscription_id): Path<String>,
     min_position: MinPosition,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<History>, ApiError> {
     let subscription_id = parse_id("subscription_id", &subscription_id)?;
     visible_subscription(&state, &principal, subscription_id, READERS).await?;
     history_of(&state, "subscription", subscription_id, min_position).await
@@ -449,7 +540,7 @@ async fn user_history(
     State(state): State<AppState>,
     Path(user_id): Path<String>,
     min_position: MinPosition,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<History>, ApiError> {
     let user_id = parse_id("user_id", &user_id)?;
     visible_user(&state, &principal, user_id, READERS).await?;
     history_of(&state, "user", user_id, min_position).await

@@ -2,17 +2,19 @@
 
 use aggregates::catalog::Offer;
 use aggregates::policy::FollowUp;
-use aggregates::subscription::{SubscriptionCommand, SubscriptionState, SuspensionReason};
+use aggregates::subscription::{
+    SubscriptionCommand, SubscriptionState, SubscriptionStatus, SuspensionReason,
+};
 use aggregates::tenant::TenantCommand;
-use aggregates::values::{OfferId, Quantity, Term};
+use aggregates::values::{OfferId, ProductName, ProvisioningId, Quantity, Term, UnitPrice};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use axum::Router;
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::parties::visible_tenant;
@@ -46,43 +48,118 @@ pub(super) fn routes() -> Router<AppState> {
         )
 }
 
+/// A subscription as clients read it, with what is refundable now.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct SubscriptionView {
+    /// Its id.
+    pub id: Uuid,
+    /// The tenant it belongs to.
+    pub tenant_id: Uuid,
+    /// The offer it is a subscription to.
+    pub offer_id: OfferId,
+    /// The offer's product name.
+    pub offer_name: ProductName,
+    /// The SKU part number its seats are counted by.
+    pub sku: ProvisioningId,
+    /// The price per licence per month it is billed at.
+    pub unit_price: UnitPrice,
+    /// Its seats.
+    pub quantity: u32,
+    /// Seats that may still be removed (inside their 168-hour windows).
+    pub refundable_quantity: u32,
+    /// Where it is in its lifecycle.
+    pub status: SubscriptionStatus,
+    /// Whether it is a trial.
+    pub trial: bool,
+    /// When the trial ends.
+    pub trial_ends_at: Option<DateTime<Utc>>,
+    /// Its billing term.
+    pub term: Term,
+    /// The billing profile it is invoiced to.
+    pub billing_profile_id: Uuid,
+    /// When it was bought.
+    pub purchased_at: DateTime<Utc>,
+    /// Until when it may be cancelled.
+    pub cancellable_until: DateTime<Utc>,
+    /// When its term renews.
+    pub renews_at: DateTime<Utc>,
+    /// Its seats by batch, each with its own cancellation window.
+    pub batches: Vec<BatchView>,
+    /// Its upgrades, oldest first.
+    pub upgrades: Vec<UpgradeView>,
+    /// Where the command landed in the log, or how far the log had been read (absent on the
+    /// items of a list, whose answer carries it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<i64>,
+}
+
+/// Seats added together, with their cancellation window.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct BatchView {
+    /// The batch's number within the subscription.
+    pub batch: u32,
+    /// Seats still in it.
+    pub seats: u32,
+    /// When they were added.
+    pub added_at: DateTime<Utc>,
+    /// Until when they may be removed.
+    pub refundable_until: DateTime<Utc>,
+    /// Whether they may be removed now.
+    pub refundable: bool,
+}
+
+/// One upgrade of a subscription.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct UpgradeView {
+    /// The offer before.
+    pub from: OfferId,
+    /// The offer after.
+    pub to: OfferId,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
 /// The subscription's state as clients read it, with what is refundable now.
-pub(crate) fn subscription_view(state: &SubscriptionState, now: DateTime<Utc>) -> Value {
-    let batches: Vec<Value> = state
-        .batches
-        .iter()
-        .map(|batch| {
-            json!({
-                "batch": batch.batch,
-                "seats": batch.seats,
-                "added_at": batch.added_at,
-                "refundable_until": batch.refundable_until,
-                "refundable": now <= batch.refundable_until,
+pub(crate) fn subscription_view(state: &SubscriptionState, now: DateTime<Utc>) -> SubscriptionView {
+    SubscriptionView {
+        id: state.subscription_id,
+        tenant_id: state.tenant_id,
+        offer_id: state.offer.id,
+        offer_name: state.offer.name.clone(),
+        sku: state.offer.provisioning_id.clone(),
+        unit_price: state.offer.unit_price.clone(),
+        quantity: state.quantity,
+        refundable_quantity: state.refundable_at(now),
+        status: state.status.clone(),
+        trial: state.trial,
+        trial_ends_at: state.trial_ends_at,
+        term: state.term,
+        billing_profile_id: state.billing_profile_id,
+        purchased_at: state.purchased_at,
+        cancellable_until: state.cancellable_until,
+        renews_at: state.renews_at,
+        batches: state
+            .batches
+            .iter()
+            .map(|batch| BatchView {
+                batch: batch.batch,
+                seats: batch.seats,
+                added_at: batch.added_at,
+                refundable_until: batch.refundable_until,
+                refundable: now <= batch.refundable_until,
             })
-        })
-        .collect();
-    json!({
-        "id": state.subscription_id,
-        "tenant_id": state.tenant_id,
-        "offer_id": state.offer.id,
-        "offer_name": state.offer.name,
-        "sku": state.offer.provisioning_id,
-        "unit_price": state.offer.unit_price,
-        "quantity": state.quantity,
-        "refundable_quantity": state.refundable_at(now),
-        "status": state.status,
-        "trial": state.trial,
-        "trial_ends_at": state.trial_ends_at,
-        "term": state.term,
-        "billing_profile_id": state.billing_profile_id,
-        "purchased_at": state.purchased_at,
-        "cancellable_until": state.cancellable_until,
-        "renews_at": state.renews_at,
-        "batches": batches,
-        "upgrades": state.upgrades.iter().map(|upgrade| json!({
-            "from": upgrade.from.id, "to": upgrade.to.id, "at": upgrade.at,
-        })).collect::<Vec<_>>(),
-    })
+            .collect(),
+        upgrades: state
+            .upgrades
+            .iter()
+            .map(|upgrade| UpgradeView {
+                from: upgrade.from.id,
+                to: upgrade.to.id,
+                at: upgrade.at,
+            })
+            .collect(),
+        position: None,
+    }
 }
 
 /// Loads a subscription whose tenant the caller may see, checking its role against `roles`.
@@ -154,13 +231,20 @@ async fn usable_billing_profile(
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// A purchase: PurchaseSubscription.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct PurchaseInput {
+pub struct PurchaseInput {
+    /// The offer (a GUID of the catalog).
     offer_id: String,
+    /// Seats, 1 to 1 000 000.
     quantity: i64,
+    /// The billing profile to invoice: the tenant's reseller's (or, for a direct tenant, the
+    /// partner's own).
     billing_profile_id: Uuid,
+    /// `monthly` (the default) or `annual`.
     term: Option<String>,
+    /// A 30-day trial of 25 seats.
     #[serde(default)]
     trial: bool,
 }
@@ -217,7 +301,7 @@ async fn purchase(
         .clone()
         .ok_or_else(|| ApiError::Internal("purchased subscription did not open".into()))?;
     let mut body = subscription_view(&subscription, state.clock.now());
-    body["position"] = json!(position);
+    body.position = Some(position);
     Ok((StatusCode::CREATED, Json(body)))
 }
 
@@ -226,7 +310,7 @@ async fn get_subscription(
     State(state): State<AppState>,
     Path(subscription_id): Path<String>,
     min_position: MinPosition,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SubscriptionView>, ApiError> {
     if let Some((_, action)) = subscription_id.split_once(':') {
         return Err(ApiError::MethodNotAllowed(format!(
             "GET /v1/subscriptions/{subscription_id}: :{action} is an action, sent with POST"
@@ -236,7 +320,7 @@ async fn get_subscription(
     let position = min_position.reached(&state, ReadFrom::Log).await?;
     let subscription = visible_subscription(&state, &principal, subscription_id, READERS).await?;
     let mut body = subscription_view(&subscription, state.clock.now());
-    body["position"] = json!(position);
+    body.position = Some(position);
     Ok(Json(body))
 }
 
@@ -246,7 +330,7 @@ async fn run(
     principal: &Principal,
     subscription_id: Uuid,
     command: SubscriptionCommand,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SubscriptionView>, ApiError> {
     let landed = state
         .ledger
         .dispatch(
@@ -266,13 +350,15 @@ async fn run(
         .clone()
         .ok_or_else(|| ApiError::Internal("subscription vanished".into()))?;
     let mut body = subscription_view(&subscription, state.clock.now());
-    body["position"] = json!(position);
+    body.position = Some(position);
     Ok(Json(body))
 }
 
-#[derive(Debug, Deserialize)]
+/// Seats to add or remove.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct CountInput {
+pub struct CountInput {
+    /// How many, 1 to 1 000 000.
     count: i64,
 }
 
@@ -281,7 +367,7 @@ async fn add_licenses(
     State(state): State<AppState>,
     Path(subscription_id): Path<String>,
     Json(input): Json<CountInput>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SubscriptionView>, ApiError> {
     let subscription_id = parse_id("subscription_id", &subscription_id)?;
     visible_subscription(&state, &principal, subscription_id, BUYERS).await?;
     let count = Quantity::parse("count", input.count)?;
@@ -300,7 +386,7 @@ async fn remove_licenses(
     State(state): State<AppState>,
     Path(subscription_id): Path<String>,
     Json(input): Json<CountInput>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SubscriptionView>, ApiError> {
     let subscription_id = parse_id("subscription_id", &subscription_id)?;
     visible_subscription(&state, &principal, subscription_id, BUYERS).await?;
     let count = Quantity::parse("count", input.count)?;
@@ -314,9 +400,11 @@ async fn remove_licenses(
     .await
 }
 
-#[derive(Debug, Deserialize, Default)]
+/// The body of a lifecycle action: only `:upgrade` takes one.
+#[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct UpgradeInput {
+pub struct UpgradeInput {
+    /// For `:upgrade`: the offer to upgrade to (one of the offer's possible upgrades).
     offer_id: Option<String>,
 }
 
@@ -325,7 +413,7 @@ async fn lifecycle(
     State(state): State<AppState>,
     Path(target): Path<String>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SubscriptionView>, ApiError> {
     let (raw_id, action) = target.split_once(':').ok_or_else(|| {
         ApiError::NotFound(format!(
             "POST /v1/subscriptions/{target} is not a route: use {{id}}:suspend, :reactivate, :cancel, :convert-trial or :upgrade"
@@ -368,9 +456,11 @@ async fn lifecycle(
     run(&state, &principal, subscription_id, command).await
 }
 
-#[derive(Debug, Deserialize)]
+/// The billing profile to move a subscription to.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct BillingProfileInput {
+pub struct BillingProfileMove {
+    /// The profile (the tenant's reseller's).
     billing_profile_id: Uuid,
 }
 
@@ -378,8 +468,8 @@ async fn assign_billing_profile(
     principal: Principal,
     State(state): State<AppState>,
     Path(subscription_id): Path<String>,
-    Json(input): Json<BillingProfileInput>,
-) -> Result<Json<Value>, ApiError> {
+    Json(input): Json<BillingProfileMove>,
+) -> Result<Json<SubscriptionView>, ApiError> {
     let subscription_id = parse_id("subscription_id", &subscription_id)?;
     let subscription = visible_subscription(&state, &principal, subscription_id, BUYERS).await?;
     let (_, tenant) = visible_tenant(&state, &principal, subscription.tenant_id).await?;

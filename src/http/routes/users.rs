@@ -15,8 +15,9 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
-use serde::Deserialize;
-use serde_json::{json, Value};
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::parties::visible_tenant;
@@ -85,12 +86,72 @@ async fn tenant_of_visible_user(
     Ok(tenant_id)
 }
 
+/// A user as clients read it: personal details while the user's key lives (`null` once
+/// purged).
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct UserView {
+    /// Its id.
+    pub id: Uuid,
+    /// Its tenant.
+    pub tenant_id: Uuid,
+    /// `active`, `deleted` or `purged`.
+    pub status: &'static str,
+    /// Its sign-in name.
+    pub user_principal_name: Option<String>,
+    /// First name.
+    pub first_name: Option<String>,
+    /// Last name.
+    pub last_name: Option<String>,
+    /// Display name.
+    pub display_name: Option<String>,
+    /// Usage location.
+    pub location: Option<String>,
+    /// Its administrative role in the tenant.
+    pub role: UserRole,
+    /// The SKUs of the licences it holds.
+    pub licenses: Vec<String>,
+    /// When it was deleted, while deleted.
+    pub deleted_at: Option<DateTime<Utc>>,
+    /// Until when it may be restored, while deleted.
+    pub restorable_until: Option<DateTime<Utc>>,
+    /// When it was created.
+    pub created_at: DateTime<Utc>,
+    /// How many times its password was reset.
+    pub password_resets: usize,
+    /// Where the command landed in the log, or how far the log had been read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position: Option<i64>,
+}
+
+/// A password reset: the temporary password is shown this once.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct PasswordReset {
+    /// The user.
+    pub user_id: Uuid,
+    /// The temporary password; `null` in a replay of the answer.
+    pub temporary_password: Option<String>,
+    /// `user_principal_name` or `notify_email`.
+    pub notice_sent_to: &'static str,
+    /// Where the reset landed in the log.
+    pub position: i64,
+}
+
+/// The answer of a user action: `:restore` answers the user, `:reset-password` the reset.
+#[derive(Debug, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum UserAnswer {
+    /// `:restore`.
+    User(UserView),
+    /// `:reset-password`.
+    Reset(PasswordReset),
+}
+
 /// The user as clients read it: details unsealed while the key lives; purged users have none.
 async fn user_view(
     state: &AppState,
     user: &UserState,
     tenant: std::sync::Arc<aggregates::tenant::Tenant>,
-) -> Result<Value, ApiError> {
+) -> Result<UserView, ApiError> {
     let licenses: Vec<String> = tenant
         .members
         .get(&user.user_id)
@@ -115,29 +176,32 @@ async fn user_view(
         } => (Some(deleted_at), Some(restorable_until)),
         _ => (None, None),
     };
-    Ok(json!({
-        "id": user.user_id,
-        "tenant_id": user.tenant_id,
-        "status": user.status.label(),
-        "user_principal_name": details.as_ref().map(|d| d.user_principal_name.to_string()),
-        "first_name": details.as_ref().map(|d| d.first_name.to_string()),
-        "last_name": details.as_ref().map(|d| d.last_name.to_string()),
-        "display_name": details.as_ref().map(|d| d.display_name.to_string()),
-        "location": details.as_ref().and_then(|d| d.location.as_ref().map(ToString::to_string)),
-        "role": user.role,
-        "licenses": licenses,
-        "deleted_at": deleted_at,
-        "restorable_until": restorable_until,
-        "created_at": user.created_at,
-        "password_resets": user.password_resets.len(),
-    }))
+    Ok(UserView {
+        id: user.user_id,
+        tenant_id: user.tenant_id,
+        status: user.status.label(),
+        user_principal_name: details.as_ref().map(|d| d.user_principal_name.to_string()),
+        first_name: details.as_ref().map(|d| d.first_name.to_string()),
+        last_name: details.as_ref().map(|d| d.last_name.to_string()),
+        display_name: details.as_ref().map(|d| d.display_name.to_string()),
+        location: details
+            .as_ref()
+            .and_then(|d| d.location.as_ref().map(ToString::to_string)),
+        role: user.role,
+        licenses,
+        deleted_at,
+        restorable_until,
+        created_at: user.created_at,
+        password_resets: user.password_resets.len(),
+        position: None,
+    })
 }
 
 async fn respond(
     state: &AppState,
     user_id: Uuid,
     landed: Option<crate::ledger::Landed>,
-) -> Result<Value, ApiError> {
+) -> Result<UserView, ApiError> {
     let position = state.ledger.position_after(landed.as_ref()).await?;
     // The answer is the state this instance committed (its cache holds the command's and its
     // follow-ups' events): at least as new as the command, without asking the store again.
@@ -150,18 +214,25 @@ async fn respond(
         .ok_or_else(|| ApiError::Internal(format!("user {user_id} did not come into being")))?;
     let tenant = state.ledger.known_tenant(user.tenant_id).await?;
     let mut body = user_view(state, &user, tenant).await?;
-    body["position"] = json!(position);
+    body.position = Some(position);
     Ok(body)
 }
 
-#[derive(Debug, Deserialize)]
+/// A new user: CreateUser.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct NewUser {
+pub struct NewUser {
+    /// Its sign-in name, in one of the tenant's domains.
     user_principal_name: String,
+    /// First name.
     first_name: String,
+    /// Last name.
     last_name: String,
+    /// Display name.
     display_name: String,
+    /// Usage location.
     location: Option<String>,
+    /// Its administrative role (`user` by default).
     role: Option<String>,
 }
 
@@ -223,7 +294,7 @@ async fn get_user(
     State(state): State<AppState>,
     Path(user_id): Path<String>,
     min_position: MinPosition,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserView>, ApiError> {
     if let Some((_, action)) = user_id.split_once(':') {
         return Err(ApiError::MethodNotAllowed(format!(
             "GET /v1/users/{user_id}: :{action} is an action, sent with POST"
@@ -234,17 +305,23 @@ async fn get_user(
     let user = visible_user(&state, &principal, user_id, READERS).await?;
     let tenant = state.ledger.tenant(user.tenant_id).await?;
     let mut body = user_view(&state, &user, tenant).await?;
-    body["position"] = json!(position);
+    body.position = Some(position);
     Ok(Json(body))
 }
 
-#[derive(Debug, Deserialize)]
+/// Changes to a user: EditUser (only what is given changes).
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct UserChanges {
+pub struct UserChanges {
+    /// First name.
     first_name: Option<String>,
+    /// Last name.
     last_name: Option<String>,
+    /// Display name.
     display_name: Option<String>,
+    /// Usage location.
     location: Option<String>,
+    /// Administrative role.
     role: Option<String>,
 }
 
@@ -253,7 +330,7 @@ async fn edit_user(
     State(state): State<AppState>,
     Path(user_id): Path<String>,
     Json(changes): Json<UserChanges>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserView>, ApiError> {
     let user_id = parse_id("user_id", &user_id)?;
     let user = visible_user(&state, &principal, user_id, MANAGERS).await?;
     let role = changes.role.as_deref().map(UserRole::parse).transpose()?;
@@ -319,7 +396,7 @@ async fn delete_user(
     principal: Principal,
     State(state): State<AppState>,
     Path(user_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserView>, ApiError> {
     let user_id = parse_id("user_id", &user_id)?;
     tenant_of_visible_user(&state, &principal, user_id, MANAGERS).await?;
     let landed = state
@@ -337,9 +414,11 @@ async fn delete_user(
     Ok(Json(respond(&state, user_id, landed).await?))
 }
 
-#[derive(Debug, Deserialize, Default)]
+/// The body of a user action: only `:reset-password` takes one.
+#[derive(Debug, Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ResetInput {
+pub struct ResetInput {
+    /// For `:reset-password`: where to send the notice (default: the user's own address).
     notify_email: Option<String>,
 }
 
@@ -417,7 +496,7 @@ async fn user_action(
     State(state): State<AppState>,
     Path(target): Path<String>,
     body: axum::body::Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserAnswer>, ApiError> {
     let (raw_id, action) = target.split_once(':').ok_or_else(|| {
         ApiError::NotFound(format!(
             "POST /v1/users/{target} is not a route: use {{id}}:restore or {{id}}:reset-password"
@@ -439,7 +518,9 @@ async fn user_action(
                     &metadata(&principal),
                 )
                 .await?;
-            Ok(Json(respond(&state, user_id, landed).await?))
+            Ok(Json(UserAnswer::User(
+                respond(&state, user_id, landed).await?,
+            )))
         }
         "reset-password" => {
             visible_user(&state, &principal, user_id, PASSWORD_RESETTERS).await?;
@@ -465,14 +546,14 @@ async fn user_action(
                 )
                 .await?;
             let position = state.ledger.position_after(landed.as_ref()).await?;
-            Ok(Json(json!({
-                "user_id": user_id,
-                "temporary_password": temporary_password(),
-                "notice_sent_to": match notice {
+            Ok(Json(UserAnswer::Reset(PasswordReset {
+                user_id,
+                temporary_password: Some(temporary_password()),
+                notice_sent_to: match notice {
                     ResetNotice::OwnPrincipalName => "user_principal_name",
                     ResetNotice::OtherAddress => "notify_email",
                 },
-                "position": position,
+                position,
             })))
         }
         other => Err(ApiError::NotFound(format!(
@@ -481,11 +562,14 @@ async fn user_action(
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// AssignLicenses: offers to add and to remove, all or nothing.
+#[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct LicenseChange {
+pub struct LicenseChange {
+    /// Offer ids to give the user.
     #[serde(default)]
     add: Vec<String>,
+    /// Offer ids to take from the user.
     #[serde(default)]
     remove: Vec<String>,
 }
@@ -495,7 +579,7 @@ async fn assign_licenses(
     State(state): State<AppState>,
     Path(user_id): Path<String>,
     Json(change): Json<LicenseChange>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<UserView>, ApiError> {
     let user_id = parse_id("user_id", &user_id)?;
     let tenant_id = tenant_of_visible_user(&state, &principal, user_id, MANAGERS).await?;
     let parse_all = |raw: &[String], field: &'static str| -> Result<Vec<OfferId>, ApiError> {
