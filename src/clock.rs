@@ -38,6 +38,29 @@ impl Clock {
             .unwrap_or(DateTime::<Utc>::MAX_UTC)
     }
 
+    /// The offset the sandbox clock would have after moving forward by `by`, without moving
+    /// it: a caller stores it first and adopts it after, so a failed store moves nothing.
+    pub fn offset_after(&self, by: Duration) -> Result<Duration, ClockRefusal> {
+        if by < Duration::zero() {
+            return Err(ClockRefusal::Backwards);
+        }
+        let lock = self.sandbox.as_ref().ok_or(ClockRefusal::NotSandbox)?;
+        let offset = *lock.read().unwrap_or_else(PoisonError::into_inner);
+        offset
+            .checked_add(&by)
+            .filter(|moved| *moved <= MAX_AHEAD)
+            .ok_or(ClockRefusal::TooFar)
+    }
+
+    /// The offset at which the sandbox clock would read `to` (see [`Clock::offset_after`]).
+    pub fn offset_at(&self, to: DateTime<Utc>) -> Result<Duration, ClockRefusal> {
+        let now = self.now();
+        if to < now {
+            return Err(ClockRefusal::Backwards);
+        }
+        self.offset_after(to.signed_duration_since(now))
+    }
+
     /// Moves a sandbox clock forward by `by`, at most [`MAX_AHEAD`] past the system clock.
     pub fn advance(&self, by: Duration) -> Result<DateTime<Utc>, ClockRefusal> {
         if by < Duration::zero() {

@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::auth::Role;
 use crate::http::AppState;
-use crate::ledger::Metadata;
+use crate::write::ledger::Metadata;
 
 /// What the demo created, to print next steps with.
 pub struct DemoSummary {

@@ -3,26 +3,20 @@
 //! shredding) and the HTTP API.
 
 pub mod access;
-pub mod append;
 pub mod auth;
 pub mod clock;
 pub mod config;
 mod copy_text;
 pub mod demo;
 pub mod events_doc;
-mod executor;
 pub mod feed;
 pub mod http;
-pub mod lease;
-pub mod ledger;
 pub mod log;
-pub mod read_models;
-mod recently_used;
-pub mod replay;
-pub mod snapshot;
+pub mod read;
 pub mod store;
 pub mod vault;
 pub mod workers;
+pub mod write;
 
 /// Every binary built on the service (the server, the tests, the benchmark's service child)
 /// allocates through mimalloc: glibc's arenas kept the RSS at its high-water mark.
@@ -32,8 +26,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use postgres_es::PostgresEventRepository;
 use sqlite_es::SqliteEventRepository;
 
-use crate::ledger::Ledger;
 use crate::store::Store;
+use crate::write::ledger::{self, Ledger};
 
 /// A ledger over whichever backend the store is.
 pub enum AnyLedger {

@@ -82,7 +82,7 @@ async fn shutdown_signal() {
 async fn replay(store: &Store, verify: bool) -> anyhow::Result<bool> {
     use std::io::Write;
     let mut shown = std::time::Instant::now();
-    let report = seatledger::replay::run(store, verify, |progress| {
+    let report = seatledger::read::replay::run(store, verify, |progress| {
         if shown.elapsed() >= std::time::Duration::from_millis(500) {
             shown = std::time::Instant::now();
             let percent = if progress.log_end > 0 {

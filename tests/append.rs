@@ -4,8 +4,8 @@
 
 mod support;
 
-use seatledger::append::{AppendError, NewEvent};
 use seatledger::store::Store;
+use seatledger::write::append::{AppendError, NewEvent};
 use support::{fresh_store, Backend};
 
 fn event(sequence: i64, n: u32) -> NewEvent {
@@ -133,7 +133,7 @@ async fn landed_positions(backend: Backend) {
                 at: Utc.with_ymd_and_hms(2026, 1, 1, 9, 0, 0).unwrap(),
             },
         };
-        let metadata = seatledger::ledger::Metadata::new();
+        let metadata = seatledger::write::ledger::Metadata::new();
         landed.push(ledger.dispatch(command, &metadata).await.unwrap().unwrap());
     }
     for landed in &landed {

@@ -28,8 +28,8 @@ use aggregates::values::{
 };
 use aggregates::{CommercialRules, DomainError};
 use chrono::{DateTime, TimeZone, Utc};
-use seatledger::ledger::{Landed, LedgerError, Metadata, TENANT_SNAPSHOT_EVERY};
 use seatledger::store::Store;
+use seatledger::write::ledger::{Landed, LedgerError, Metadata, TENANT_SNAPSHOT_EVERY};
 use seatledger::AnyLedger;
 use serde_json::Value;
 use sqlx::Connection;

@@ -15,8 +15,8 @@ use aggregates::values::{
 };
 use aggregates::CommercialRules;
 use chrono::{TimeZone, Utc};
-use seatledger::ledger::Metadata;
 use seatledger::store::Store;
+use seatledger::write::ledger::Metadata;
 use seatledger::{with_ledger, AnyLedger};
 use support::{fresh_store, Backend};
 use uuid::Uuid;
@@ -44,7 +44,7 @@ async fn log_columns(store: &Store) -> Vec<(i64, String, String)> {
 /// The timers projection, caught up with the log: the keys of the timers it holds.
 async fn timer_keys(store: &Store) -> Vec<String> {
     use seatledger::log::Checkpoint;
-    use seatledger::read_models::{ProjectionRunner, Table};
+    use seatledger::read::{ProjectionRunner, Table};
     let runner = ProjectionRunner::new(
         std::sync::Arc::new(projections::timers::Timers),
         Table::Live,
@@ -56,7 +56,7 @@ async fn timer_keys(store: &Store) -> Vec<String> {
         .unwrap()
         .is_some()
     {}
-    seatledger::read_models::scoped_docs(
+    seatledger::read::scoped_docs(
         store,
         projections::timers::NAME,
         projections::timers::TIMER,
@@ -180,7 +180,7 @@ async fn commands_and_follow_ups_land_in_the_sqlite_log() {
 
 #[tokio::test]
 async fn long_tenant_streams_are_loaded_from_snapshots_on_postgres() {
-    const USERS: u32 = seatledger::ledger::TENANT_SNAPSHOT_EVERY as u32 + 50;
+    const USERS: u32 = seatledger::write::ledger::TENANT_SNAPSHOT_EVERY as u32 + 50;
     let fresh = fresh_store(Backend::Postgres).await;
     let any = AnyLedger::new(fresh.store.clone(), CommercialRules::default());
     let at = Utc.with_ymd_and_hms(2026, 1, 1, 9, 0, 0).unwrap();
@@ -238,7 +238,7 @@ async fn long_tenant_streams_are_loaded_from_snapshots_on_postgres() {
     // A load reads the snapshot and at most the events since it, not the whole stream.
     assert_eq!(
         last_sequence,
-        seatledger::ledger::TENANT_SNAPSHOT_EVERY as i64,
+        seatledger::write::ledger::TENANT_SNAPSHOT_EVERY as i64,
         "one snapshot, at the first multiple of the interval, of {} events",
         USERS + 1
     );

@@ -24,10 +24,10 @@ use chrono::{TimeZone, Utc};
 use projections::licenses::{AssignedDoc, Licenses};
 use projections::users::{UserListStatus, UserRow, Users};
 use projections::{LoggedEvent, Projection, RowSet};
-use seatledger::ledger::Metadata;
 use seatledger::log::{Checkpoint, StoredEvent};
-use seatledger::read_models::{self, scoped_docs, ConsumerError, ProjectionRunner, Table};
+use seatledger::read::{self, scoped_docs, ConsumerError, ProjectionRunner, Table};
 use seatledger::store::{PlanKind, Store};
+use seatledger::write::ledger::Metadata;
 use seatledger::{with_ledger, AnyLedger};
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use support::{fresh_store, Backend};
@@ -293,7 +293,7 @@ async fn assert_projection_matches_log(
     let tenant = workload.tenant_id.to_string();
     match projection.name() {
         projections::licenses::NAME => {
-            let assigned: Vec<AssignedDoc> = seatledger::read_models::decode_all(
+            let assigned: Vec<AssignedDoc> = seatledger::read::decode_all(
                 &scoped_docs(
                     store,
                     projections::licenses::NAME,
@@ -314,7 +314,7 @@ async fn assert_projection_matches_log(
             );
         }
         projections::users::NAME => {
-            let users: Vec<UserRow> = seatledger::read_models::decode_all(
+            let users: Vec<UserRow> = seatledger::read::decode_all(
                 &scoped_docs(
                     store,
                     projections::users::NAME,
@@ -813,7 +813,7 @@ async fn a_consumer_killed_before_its_checkpoint_resumes_without_loss_or_double_
 /// Steps `runners` together, `limit` events a batch, until they reach the end of the log.
 async fn step_group_to_end(store: &Store, runners: &[ProjectionRunner], limit: i64) {
     let mut batches = 0;
-    while read_models::step_together(store, runners, limit, Checkpoint::END, || Ok(()))
+    while read::step_together(store, runners, limit, Checkpoint::END, || Ok(()))
         .await
         .unwrap()
         .is_some()
@@ -868,7 +868,7 @@ async fn a_projection_moved_by_someone_else_keeps_its_rows_in_a_group(backend: B
     for runner in &runners {
         store.ensure_checkpoint(runner.consumer()).await.unwrap();
     }
-    let first = read_models::step_together(store, &runners, 20, Checkpoint::END, || Ok(()))
+    let first = read::step_together(store, &runners, 20, Checkpoint::END, || Ok(()))
         .await
         .unwrap()
         .expect("a first batch");
@@ -878,7 +878,7 @@ async fn a_projection_moved_by_someone_else_keeps_its_rows_in_a_group(backend: B
     move_checkpoint(store, "users", swapped).await;
     let users_before = stored_rows(store, "users").await;
 
-    let step = read_models::step_together_from(
+    let step = read::step_together_from(
         store,
         &runners,
         first.checkpoint,
@@ -1332,7 +1332,7 @@ async fn a_batch_looks_its_rows_up_by_key_without_statistics_on_postgres() {
         .chain(["user/none".to_owned()])
         .collect();
     for kind in [PlanKind::Custom, PlanKind::Generic] {
-        let plan = read_models::explain_fetch_rows(&fresh.store, Table::Live, "users", &keys, kind)
+        let plan = read::explain_fetch_rows(&fresh.store, Table::Live, "users", &keys, kind)
             .await
             .unwrap();
         let removed = rows_removed_by_filters(&plan);
@@ -1373,7 +1373,7 @@ async fn a_batch_deletes_its_rows_by_key_without_statistics_on_postgres() {
             transaction_id: at.transaction_id,
             position: at.position + 1,
         };
-        let plan = read_models::explain_commit_deletes(
+        let plan = read::explain_commit_deletes(
             &fresh.store,
             Table::Live,
             "timers",

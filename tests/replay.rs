@@ -7,7 +7,7 @@ mod support;
 use std::collections::BTreeSet;
 
 use reqwest::{Method, StatusCode};
-use seatledger::read_models::{Difference, DifferenceKind};
+use seatledger::read::{Difference, DifferenceKind};
 use seatledger::store::Store;
 use serde_json::{json, Value};
 use support::{spawn_app, Backend, TestApp};
@@ -252,7 +252,7 @@ async fn replay_after_a_realistic_workload(backend: Backend) {
 
     // The live workers keep running: verification chases their checkpoints.
     let mut progress_calls = 0;
-    let report = seatledger::replay::run(&app.state.store, true, |progress| {
+    let report = seatledger::read::replay::run(&app.state.store, true, |progress| {
         assert!(progress.events > 0 && progress.position <= progress.log_end);
         progress_calls += 1;
     })
@@ -277,7 +277,7 @@ async fn replay_after_a_realistic_workload(backend: Backend) {
     assert!(live_rows(&app.state.store, "read_models").await > 20);
 
     // Without --verify: rebuilt to the end of the log, nothing compared.
-    let report = seatledger::replay::run(&app.state.store, false, |_| {})
+    let report = seatledger::read::replay::run(&app.state.store, false, |_| {})
         .await
         .expect("replay runs");
     assert!(report
@@ -312,7 +312,7 @@ async fn replay_verifies_a_realistic_workload_on_sqlite() {
 /// transaction, then three per batch and seven per transaction; with an unbounded budget,
 /// none is ever read back. Each way the rebuilt rows equal the live ones.
 async fn replay_with_small_batches_and_budgets(backend: Backend) {
-    use seatledger::replay::Settings;
+    use seatledger::read::replay::Settings;
     let app = spawn_app(backend).await;
     realistic_workload(&app).await;
     caught_up(&app).await;
@@ -326,7 +326,7 @@ async fn replay_with_small_batches_and_budgets(backend: Backend) {
         (settings(3, 7, 0), true),
         (settings(7, 7, usize::MAX), false),
     ] {
-        let report = seatledger::replay::run_with(&app.state.store, true, settings, |_| {})
+        let report = seatledger::read::replay::run_with(&app.state.store, true, settings, |_| {})
             .await
             .expect("replay --verify runs");
         for rebuilt in &report {
@@ -382,7 +382,7 @@ async fn replay_builds_the_replay_tables_indexes_again_on_postgres() {
     let store = &app.state.store;
     let before = replay_indexes(store).await;
     assert_eq!(before.len(), 3, "{before:?}");
-    seatledger::replay::run(store, true, |_| {})
+    seatledger::read::replay::run(store, true, |_| {})
         .await
         .expect("replay --verify runs");
     assert_eq!(replay_indexes(store).await, before);
@@ -400,7 +400,7 @@ async fn replay_builds_the_replay_tables_indexes_again_on_postgres() {
     .unwrap();
     execute(store, &format!("DROP INDEX {dropped}"), &[]).await;
     assert_eq!(replay_indexes(store).await.len(), 2);
-    let report = seatledger::replay::run(store, true, |_| {})
+    let report = seatledger::read::replay::run(store, true, |_| {})
         .await
         .expect("replay --verify runs");
     assert!(report
@@ -421,7 +421,7 @@ async fn execute(store: &Store, sql: &str, binds: &[&str]) -> u64 {
 }
 
 async fn fetch_doc(store: &Store, projection: &str, row_key: &str) -> Option<String> {
-    seatledger::read_models::doc(store, projection, row_key)
+    seatledger::read::doc(store, projection, row_key)
         .await
         .expect("read a live row")
 }
@@ -482,7 +482,7 @@ async fn replay_names_tampered_rows(backend: Backend) {
     .await;
     assert_eq!(inserted, 1);
 
-    let report = seatledger::replay::run(store, true, |_| {})
+    let report = seatledger::read::replay::run(store, true, |_| {})
         .await
         .expect("replay --verify runs");
     let found: BTreeSet<(String, String, String)> = report

@@ -8,8 +8,8 @@ mod support;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use seatledger::snapshot::{Found, PART};
 use seatledger::store::Store;
+use seatledger::write::snapshot::{Found, PART};
 use support::{fresh_store, Backend};
 
 /// A state whose JSON is several parts long, with text that needs escaping in COPY (tabs,

@@ -960,7 +960,7 @@ pub async fn build(scenario: &str, url: &str, plan: Plan) -> anyhow::Result<BigS
         .await?;
     let mut text = String::new();
     for (tenant_id, sequence, payload) in &snapshots {
-        for (part, piece) in seatledger::snapshot::parts(payload).enumerate() {
+        for (part, piece) in seatledger::write::snapshot::parts(payload).enumerate() {
             let _ = write!(
                 text,
                 "tenant\t{tenant_id}\t{sequence}\t{}\t{part}\t",

@@ -966,7 +966,7 @@ pub async fn scenario_e(ctx: &Ctx, big: &Big) -> anyhow::Result<ScenarioReport> 
         ),
         method: vec![
             format!(
-                "`seatledger::replay::run(&store, false, …)` in the harness's process (what \
+                "`seatledger::read::replay::run(&store, false, …)` in the harness's process (what \
                  `seatledger replay` runs): every projection rebuilt from position 0 into \
                  `read_models_replay`, {} events per transaction. The replay rate is the \
                  log's events divided by the wall time to rebuild *all* projections; the \
@@ -1472,7 +1472,7 @@ async fn vacuum_like_autovacuum(store: &Store) -> anyhow::Result<()> {
 /// What `replay::run` did within a time limit.
 pub struct ReplayRun {
     /// Its report, when it finished.
-    pub rebuilt: Option<Vec<seatledger::replay::Rebuilt>>,
+    pub rebuilt: Option<Vec<seatledger::read::replay::Rebuilt>>,
     /// How long it ran.
     pub elapsed: Duration,
     /// The furthest position it reported.
@@ -1501,7 +1501,7 @@ pub async fn timed_replay(
     let seen = reached.clone();
     let outcome = tokio::time::timeout(
         limit,
-        seatledger::replay::run(store, false, move |progress| {
+        seatledger::read::replay::run(store, false, move |progress| {
             seen.fetch_max(progress.position, Ordering::Relaxed);
         }),
     )

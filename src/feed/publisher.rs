@@ -26,7 +26,7 @@ use super::envelope;
 use super::tenancy::Tenancy;
 use crate::config::NatsSettings;
 use crate::log::{Checkpoint, StoredEvent};
-use crate::read_models::ConsumerError;
+use crate::read::ConsumerError;
 use crate::store::Store;
 
 /// The publisher's consumer name (its checkpoint and lease).

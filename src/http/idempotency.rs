@@ -14,7 +14,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use aggregates::personal::SealedDetails;
@@ -56,7 +56,7 @@ const SECRET_WITHHELD: &str = "secret_withheld";
 
 /// A run still marked as running after this long has ended without settling (the instance
 /// died): a retry treats it as unsettled.
-const RUNNING_LIMIT: Duration = Duration::from_secs(60);
+const RUNNING_LIMIT: Duration = Duration::from_secs(120);
 
 /// How often an instance deletes expired keys.
 const SWEEP_EVERY: Duration = Duration::from_secs(600);
@@ -90,24 +90,25 @@ impl Retention {
     }
 
     /// Whether an attempt whose row says it is still running has in fact ended: one of this
-    /// instance's that no longer runs here (it ended without settling its row, say while the
-    /// store was unreachable), or any that has run implausibly long (another instance's that
-    /// died; a restarted process is a new instance).
+    /// instance's exactly when it no longer runs here (it ended without settling its row, say
+    /// while the store was unreachable); another instance's once it has run implausibly long
+    /// (that instance died; a restarted process is a new instance).
     fn has_ended(&self, attempt: &str, age_seconds: f64) -> bool {
-        let ours_and_gone = attempt.starts_with(&self.instance)
-            && !self
+        if attempt.starts_with(&self.instance) {
+            return !self
                 .running
                 .lock()
-                .expect("attempts lock")
+                .unwrap_or_else(PoisonError::into_inner)
                 .contains(attempt);
-        ours_and_gone || age_seconds > RUNNING_LIMIT.as_secs_f64()
+        }
+        age_seconds > RUNNING_LIMIT.as_secs_f64()
     }
 
     /// Marks `attempt` as running here until the guard drops (however the request ends).
     fn run(self: &Arc<Self>, attempt: &str) -> Running {
         self.running
             .lock()
-            .expect("attempts lock")
+            .unwrap_or_else(PoisonError::into_inner)
             .insert(attempt.to_owned());
         Running {
             retention: self.clone(),
@@ -160,8 +161,9 @@ struct StoredKey {
 }
 
 enum Claim {
-    /// This request runs as attempt `attempt`; its answer is to be recorded.
-    Fresh { attempt: String },
+    /// This request runs as this attempt (running here already); its answer is to be
+    /// recorded.
+    Fresh(String, Running),
     /// A completed first answer to return.
     Replay(u16, Vec<u8>),
     /// The key was used with another request.
@@ -173,22 +175,22 @@ enum Claim {
 }
 
 /// The key's table, on either backend.
-struct Keys<'a> {
-    store: &'a Store,
+struct Keys {
+    store: Store,
     caller: String,
-    key: &'a str,
+    key: String,
 }
 
-impl Keys<'_> {
+impl Keys {
     async fn delete_expired_one(
         &self,
         cutoff: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), sqlx::Error> {
-        match self.store {
+        match &self.store {
             Store::Postgres(pool) => {
                 sqlx::query("DELETE FROM idempotency_keys WHERE caller = $1 AND key = $2 AND created_at < $3")
                     .bind(&self.caller)
-                    .bind(self.key)
+                    .bind(&self.key)
                     .bind(cutoff)
                     .execute(pool)
                     .await?;
@@ -198,7 +200,7 @@ impl Keys<'_> {
                     "DELETE FROM idempotency_keys WHERE caller = ? AND key = ? AND created_at < ?",
                 )
                 .bind(&self.caller)
-                .bind(self.key)
+                .bind(&self.key)
                 .bind(sqlite_instant(cutoff))
                 .execute(pool)
                 .await?;
@@ -214,12 +216,12 @@ impl Keys<'_> {
         attempt: &str,
         log_start: i64,
     ) -> Result<bool, sqlx::Error> {
-        let inserted = crate::on_pool!(self.store, pool => sqlx::query(
+        let inserted = crate::on_pool!(&self.store, pool => sqlx::query(
             "INSERT INTO idempotency_keys (caller, key, request_hash, attempt, log_start)
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
         )
         .bind(&self.caller)
-        .bind(self.key)
+        .bind(&self.key)
         .bind(request_hash)
         .bind(attempt)
         .bind(log_start)
@@ -231,7 +233,7 @@ impl Keys<'_> {
 
     async fn read(&self) -> Result<Option<StoredKey>, sqlx::Error> {
         type Row = (String, Option<i32>, Option<Vec<u8>>, String, i64, bool, f64);
-        let row: Option<Row> = match self.store {
+        let row: Option<Row> = match &self.store {
             Store::Postgres(pool) => {
                 sqlx::query_as(
                     "SELECT request_hash, status, body, attempt, log_start, unsettled,
@@ -239,7 +241,7 @@ impl Keys<'_> {
                      FROM idempotency_keys WHERE caller = $1 AND key = $2",
                 )
                 .bind(&self.caller)
-                .bind(self.key)
+                .bind(&self.key)
                 .fetch_optional(pool)
                 .await?
             }
@@ -250,7 +252,7 @@ impl Keys<'_> {
                      FROM idempotency_keys WHERE caller = ? AND key = ?",
                 )
                 .bind(&self.caller)
-                .bind(self.key)
+                .bind(&self.key)
                 .fetch_optional(pool)
                 .await?
             }
@@ -276,14 +278,14 @@ impl Keys<'_> {
         attempt: &str,
         log_start: i64,
     ) -> Result<bool, sqlx::Error> {
-        let updated = match self.store {
+        let updated = match &self.store {
             Store::Postgres(pool) => sqlx::query(
                 "UPDATE idempotency_keys SET attempt = $4, log_start = $5, unsettled = false,
                         status = NULL, body = NULL, created_at = now()
-                 WHERE caller = $1 AND key = $2 AND attempt = $3",
+                 WHERE caller = $1 AND key = $2 AND attempt = $3 AND status IS NULL",
             )
             .bind(&self.caller)
-            .bind(self.key)
+            .bind(&self.key)
             .bind(previous)
             .bind(attempt)
             .bind(log_start)
@@ -294,10 +296,10 @@ impl Keys<'_> {
                 "UPDATE idempotency_keys SET attempt = ?4, log_start = ?5, unsettled = 0,
                         status = NULL, body = NULL,
                         created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-                 WHERE caller = ?1 AND key = ?2 AND attempt = ?3",
+                 WHERE caller = ?1 AND key = ?2 AND attempt = ?3 AND status IS NULL",
             )
             .bind(&self.caller)
-            .bind(self.key)
+            .bind(&self.key)
             .bind(previous)
             .bind(attempt)
             .bind(log_start)
@@ -310,12 +312,12 @@ impl Keys<'_> {
 
     /// Records the attempt's answer (what may be kept of it).
     async fn settle(&self, attempt: &str, status: u16, body: &[u8]) -> Result<(), sqlx::Error> {
-        crate::on_pool!(self.store, pool => sqlx::query(
+        crate::on_pool!(&self.store, pool => sqlx::query(
             "UPDATE idempotency_keys SET status = $4, body = $5, unsettled = false
              WHERE caller = $1 AND key = $2 AND attempt = $3",
         )
         .bind(&self.caller)
-        .bind(self.key)
+        .bind(&self.key)
         .bind(attempt)
         .bind(i32::from(status))
         .bind(body)
@@ -326,12 +328,12 @@ impl Keys<'_> {
 
     /// Marks the attempt as ended without an answer: it may or may not have written.
     async fn leave_unsettled(&self, attempt: &str) -> Result<(), sqlx::Error> {
-        crate::on_pool!(self.store, pool => sqlx::query(
+        crate::on_pool!(&self.store, pool => sqlx::query(
             "UPDATE idempotency_keys SET unsettled = true
              WHERE caller = $1 AND key = $2 AND attempt = $3",
         )
         .bind(&self.caller)
-        .bind(self.key)
+        .bind(&self.key)
         .bind(attempt)
         .execute(pool)
         .await
@@ -607,9 +609,9 @@ pub async fn idempotent(State(state): State<AppState>, request: Request, next: N
         return ApiError::TooLarge.into_response();
     };
     let keys = Keys {
-        store: &state.store,
+        store: state.store.clone(),
         caller: principal.token_id.to_string(),
-        key: &key,
+        key,
     };
     let request_hash = state
         .vault
@@ -624,7 +626,7 @@ pub async fn idempotent(State(state): State<AppState>, request: Request, next: N
             }
         });
     }
-    let attempt = match claim(&state, &keys, &request_hash).await {
+    let (attempt, running) = match claim(&state, &keys, &request_hash).await {
         Err(error) => return error.into_response(),
         Ok(Claim::Replay(status, body)) => {
             return match replayable(&state.vault, &body).await {
@@ -642,58 +644,75 @@ pub async fn idempotent(State(state): State<AppState>, request: Request, next: N
         Ok(Claim::InProgress) => return ApiError::InProgress.into_response(),
         Ok(Claim::Unsettled(stored)) => match recover(&state, &keys, stored).await {
             Ok(Recovery::Answered(response)) => return response,
-            Ok(Recovery::RunAgain(attempt)) => attempt,
+            Ok(Recovery::RunAgain(attempt, running)) => (attempt, running),
             Err(error) => return error.into_response(),
         },
-        Ok(Claim::Fresh { attempt }) => attempt,
+        Ok(Claim::Fresh(attempt, running)) => (attempt, running),
     };
-    let running = state.idempotency.run(&attempt);
     let mut context = REQUEST
         .try_with(Clone::clone)
         .expect("the request context is set by the outer layer");
     context.idempotency_attempt = Some(attempt.clone());
-    let response = REQUEST
-        .scope(
-            context,
-            next.run(Request::from_parts(parts, Body::from(bytes))),
-        )
-        .await;
+    // The attempt runs and settles in a task of its own: a client that hangs up (or times out
+    // and retries) must not end it half way, or the retry would find it gone and run the
+    // command a second time.
+    let request = Request::from_parts(parts, Body::from(bytes));
+    let attempt_run = REQUEST.scope(context, async move {
+        let response = next.run(request).await;
+        let answer = settle(&state, &keys, &attempt, response).await;
+        drop(running);
+        answer
+    });
+    match tokio::spawn(attempt_run).await {
+        Ok(response) => response,
+        Err(failure) => {
+            // The attempt panicked: it stays unsettled, so a retry looks before it runs.
+            super::REQUEST_PANICS.fetch_add(1, Ordering::Relaxed);
+            ApiError::Internal(format!("an idempotent request failed: {failure}")).into_response()
+        }
+    }
+}
+
+/// Records what may be kept of an attempt's answer, and answers it.
+async fn settle(state: &AppState, keys: &Keys, attempt: &str, response: Response) -> Response {
     if response.status().is_server_error() {
         // The command may have committed before the failure: a retry looks before it runs.
-        if let Err(error) = keys.leave_unsettled(&attempt).await {
-            tracing::warn!(%error, "an idempotency key could not be marked unsettled; a retry finds it by age");
+        if let Err(error) = keys.leave_unsettled(attempt).await {
+            tracing::warn!(%error, "an idempotency key could not be marked unsettled; this instance knows the attempt has ended");
         }
         return response;
     }
     let (parts, body) = response.into_parts();
     let Ok(body) = to_bytes(body, MAX_RESPONSE_BYTES).await else {
-        let _ = keys.leave_unsettled(&attempt).await;
+        let _ = keys.leave_unsettled(attempt).await;
         return ApiError::Internal("response too large to keep for Idempotency-Key".into())
             .into_response();
     };
     let kept = match keepable(&state.vault, &body).await {
         Ok(kept) => kept,
         Err(error) => {
-            let _ = keys.leave_unsettled(&attempt).await;
+            let _ = keys.leave_unsettled(attempt).await;
             return error.into_response();
         }
     };
-    if let Err(error) = keys.settle(&attempt, parts.status.as_u16(), &kept).await {
+    if let Err(error) = keys.settle(attempt, parts.status.as_u16(), &kept).await {
         // The command ran and its answer stands; a retry will find its events.
         tracing::warn!(%error, "an idempotent answer could not be recorded");
-        let _ = keys.leave_unsettled(&attempt).await;
+        let _ = keys.leave_unsettled(attempt).await;
     }
-    drop(running);
     Response::from_parts(parts, Body::from(body))
 }
 
-async fn claim(state: &AppState, keys: &Keys<'_>, request_hash: &str) -> Result<Claim, ApiError> {
+async fn claim(state: &AppState, keys: &Keys, request_hash: &str) -> Result<Claim, ApiError> {
     keys.delete_expired_one(state.idempotency.cutoff()).await?;
     let attempt = state.idempotency.new_attempt();
+    // Running from before its row exists: no retry can take it for one that has ended.
+    let running = state.idempotency.run(&attempt);
     let log_start = state.store.log_end().await?;
     if keys.insert(request_hash, &attempt, log_start).await? {
-        return Ok(Claim::Fresh { attempt });
+        return Ok(Claim::Fresh(attempt, running));
     }
+    drop(running);
     Ok(match keys.read().await? {
         Some(stored) if stored.request_hash != request_hash => Claim::Mismatch,
         Some(StoredKey {
@@ -718,16 +737,12 @@ async fn claim(state: &AppState, keys: &Keys<'_>, request_hash: &str) -> Result<
 enum Recovery {
     /// The earlier attempt committed: this is its answer.
     Answered(Response),
-    /// It wrote nothing: this request runs as the new attempt.
-    RunAgain(String),
+    /// It wrote nothing: this request runs as the new attempt (running here already).
+    RunAgain(String, Running),
 }
 
 /// After an attempt without an answer: answer what it wrote, or run again if it wrote nothing.
-async fn recover(
-    state: &AppState,
-    keys: &Keys<'_>,
-    stored: StoredKey,
-) -> Result<Recovery, ApiError> {
+async fn recover(state: &AppState, keys: &Keys, stored: StoredKey) -> Result<Recovery, ApiError> {
     let written = written_by(&state.store, &stored.attempt, stored.log_start).await?;
     if let Some(last) = written.last() {
         let answer = RecoveredAnswer {
@@ -742,10 +757,36 @@ async fn recover(
         return Ok(Recovery::Answered(replay(StatusCode::OK.as_u16(), body)));
     }
     let attempt = state.idempotency.new_attempt();
+    let running = state.idempotency.run(&attempt);
     let log_start = state.store.log_end().await?;
     if keys.take_over(&stored.attempt, &attempt, log_start).await? {
-        Ok(Recovery::RunAgain(attempt))
+        Ok(Recovery::RunAgain(attempt, running))
     } else {
         Err(ApiError::InProgress)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_attempt_of_this_instance_has_ended_exactly_when_it_no_longer_runs() {
+        let retention = Arc::new(Retention::new(chrono::Duration::hours(24)));
+        let attempt = retention.new_attempt();
+        let running = retention.run(&attempt);
+        // Running, however old its row: a retry must wait, not run the command again.
+        assert!(!retention.has_ended(&attempt, 0.0));
+        assert!(!retention.has_ended(&attempt, 3_600.0));
+        drop(running);
+        assert!(retention.has_ended(&attempt, 0.0));
+    }
+
+    #[test]
+    fn another_instance_s_attempt_has_ended_only_once_it_ran_implausibly_long() {
+        let here = Retention::new(chrono::Duration::hours(24));
+        let elsewhere = Retention::new(chrono::Duration::hours(24)).new_attempt();
+        assert!(!here.has_ended(&elsewhere, 1.0));
+        assert!(here.has_ended(&elsewhere, RUNNING_LIMIT.as_secs_f64() + 1.0));
     }
 }

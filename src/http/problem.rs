@@ -5,7 +5,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use tracing::error;
 
-use crate::ledger::LedgerError;
+use crate::write::ledger::LedgerError;
 
 /// Why a request was not authenticated: the two get different words, so that a client with a
 /// mistyped or revoked token is not told to send one.
@@ -66,6 +66,15 @@ pub enum ApiError {
 impl From<crate::access::Denied> for ApiError {
     fn from(_: crate::access::Denied) -> Self {
         Self::Forbidden
+    }
+}
+
+impl From<crate::vault::VaultError> for ApiError {
+    fn from(error: crate::vault::VaultError) -> Self {
+        match error {
+            crate::vault::VaultError::Store(error) => error.into(),
+            other => Self::Internal(other.to_string()),
+        }
     }
 }
 

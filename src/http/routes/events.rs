@@ -187,6 +187,9 @@ async fn stream(
 
 /// Events a catching-up client reads from the store per page.
 const CATCH_UP_PAGE: usize = 100;
+/// How long a catching-up client waits when the events before the tail's head cannot be read
+/// yet.
+const CATCH_UP_RETRY: Duration = Duration::from_millis(50);
 
 /// One live feed: it catches up from the store, then follows the shared tail of the log
 /// (`crate::feed::tail`), sending what its scope may see. Nothing runs for it while its
@@ -256,7 +259,16 @@ impl Follower {
                     }
                 }
             }
+            let stuck = page.events.is_empty() && page.next == self.next;
             self.next = page.next;
+            if stuck && until != Checkpoint::END {
+                // The tail is ahead but nothing below the read horizon is readable yet (an
+                // older transaction still runs): wait a moment instead of asking at once.
+                tokio::select! {
+                    _ = tokio::time::sleep(CATCH_UP_RETRY) => {}
+                    _ = self.closing.changed() => return None,
+                }
+            }
             if !page.more && self.live.is_none() {
                 // Caught up with the log as it stood: from here the shared tail carries on.
                 self.live = Some(self.state.tail.subscribe(self.next));

@@ -23,7 +23,7 @@ use super::problem::ApiError;
 use super::{AppState, Json};
 use crate::access;
 use crate::auth::{Principal, Role};
-use crate::ledger::Metadata;
+use crate::write::ledger::Metadata;
 
 /// The routes anyone may call: liveness, readiness and the API's description.
 pub(super) fn public() -> Router<AppState> {
@@ -102,8 +102,11 @@ async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-async fn openapi() -> Json<serde_json::Value> {
-    Json(super::openapi::document())
+async fn openapi() -> Json<&'static serde_json::Value> {
+    // Built once: the routes and their types do not change while the service runs.
+    static DOCUMENT: std::sync::LazyLock<serde_json::Value> =
+        std::sync::LazyLock::new(super::openapi::document);
+    Json(&*DOCUMENT)
 }
 
 /// `GET /readyz`: whether the store answers and every log consumer is within bounds.
@@ -469,7 +472,7 @@ async fn set_clock(
         field: field.into(),
         reason: refusal.to_string(),
     };
-    let now = match (input.advance_seconds, input.now) {
+    let offset = match (input.advance_seconds, input.now) {
         (Some(seconds), None) => {
             // Bounded before any arithmetic: chrono panics on durations past ±i64::MAX ms.
             let step = chrono::Duration::try_seconds(seconds).ok_or_else(|| ApiError::Invalid {
@@ -478,12 +481,12 @@ async fn set_clock(
             })?;
             state
                 .clock
-                .advance(step)
+                .offset_after(step)
                 .map_err(|refusal| refused("advance_seconds", refusal))?
         }
         (None, Some(to)) => state
             .clock
-            .set(to)
+            .offset_at(to)
             .map_err(|refusal| refused("now", refusal))?,
         _ => {
             return Err(ApiError::Invalid {
@@ -492,8 +495,10 @@ async fn set_clock(
             })
         }
     };
-    if let Some(offset) = state.clock.offset() {
-        state.store.save_sandbox_offset(offset).await?;
-    }
+    // Stored first, then taken: a store that fails leaves the clock where it was, so a retry
+    // moves it once, not twice.
+    state.store.save_sandbox_offset(offset).await?;
+    state.clock.adopt(offset);
+    let now = state.clock.now();
     Ok(Json(ClockAnswer { now }))
 }

@@ -28,7 +28,7 @@ use crate::auth::Principal;
 use crate::http::min_position::{MinPosition, ReadFrom};
 use crate::http::problem::ApiError;
 use crate::http::{AppState, Json};
-use crate::read_models::{decode_all, scoped_docs, scoped_docs_page};
+use crate::read::{decode_all, scoped_docs, scoped_docs_page};
 
 use crate::access::{READERS, USER_READERS};
 
@@ -170,7 +170,7 @@ async fn stream_until(
             event.sequence,
             &event.payload.to_string(),
         )
-        .map_err(|error| ApiError::Internal(error.to_string()))?;
+        .map_err(internal)?;
         if logged.at().is_some_and(|at| at > as_of) {
             break;
         }
@@ -181,8 +181,7 @@ async fn stream_until(
 
 fn fold(projection: &dyn Projection, events: &[LoggedEvent]) -> Result<RowSet, ApiError> {
     let mut rows = RowSet::complete();
-    projections::fold(projection, events, &mut rows)
-        .map_err(|error| ApiError::Internal(error.to_string()))?;
+    projections::fold(projection, events, &mut rows).map_err(internal)?;
     Ok(rows)
 }
 

@@ -167,7 +167,7 @@ async fn user_view(
             .vault
             .unseal(&user.details)
             .await
-            .map_err(|error| ApiError::Internal(error.to_string()))?,
+            .map_err(ApiError::from)?,
     };
     let (deleted_at, restorable_until) = match user.status {
         UserStatus::Deleted {
@@ -200,7 +200,7 @@ async fn user_view(
 async fn respond(
     state: &AppState,
     user_id: Uuid,
-    landed: Option<crate::ledger::Landed>,
+    landed: Option<crate::write::ledger::Landed>,
 ) -> Result<UserView, ApiError> {
     let position = state.ledger.position_after(landed.as_ref()).await?;
     // The answer is the state this instance committed (its cache holds the command's and its
@@ -263,7 +263,7 @@ async fn create_user(
         .vault
         .seal(user_id, &details)
         .await
-        .map_err(|error| ApiError::Internal(error.to_string()))?;
+        .map_err(ApiError::from)?;
     let landed = state
         .ledger
         .dispatch(
@@ -343,7 +343,7 @@ async fn edit_user(
             .vault
             .unseal(&user.details)
             .await
-            .map_err(|error| ApiError::Internal(error.to_string()))?
+            .map_err(ApiError::from)?
             .ok_or(ApiError::Domain(aggregates::DomainError::UserPurged {
                 user_id,
             }))?;
@@ -369,7 +369,7 @@ async fn edit_user(
                     .vault
                     .seal(user_id, &details)
                     .await
-                    .map_err(|error| ApiError::Internal(error.to_string()))?,
+                    .map_err(ApiError::from)?,
             )
         }
     } else {

@@ -3,13 +3,17 @@
 //! transaction that moves that checkpoint, so a crash at any point neither loses nor repeats
 //! an event. The rows a batch reads are fetched once, in one query, before it is folded; a
 //! batch taken into several projections at once reads and writes all of theirs together.
+//!
+//! [`replay`] rebuilds every projection from the start of the log beside the live rows and
+//! compares them.
+
+pub mod replay;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use projections::rows::Writes;
 use projections::{LoggedEvent, Projection, ProjectionError, Row, RowSet};
-use thiserror::Error;
 
 use crate::copy_text::escape_into;
 use crate::log::{Checkpoint, ADVANCE_CHECKPOINT};
@@ -18,26 +22,7 @@ use crate::store::{sql_literal, PlanKind, Store};
 /// How many rows one statement reads or writes.
 const ROWS_PER_STATEMENT: usize = 500;
 
-/// Why a consumer could not take a batch in.
-#[derive(Debug, Error)]
-pub enum ConsumerError {
-    /// The store failed.
-    #[error("store failure: {0}")]
-    Store(#[from] sqlx::Error),
-    /// An event or a row could not be read.
-    #[error(transparent)]
-    Projection(#[from] ProjectionError),
-    /// Someone else moved the checkpoint: another instance holds this consumer.
-    #[error("another instance moved the checkpoint of '{0}'")]
-    Overtaken(String),
-    /// A test stopped the batch before its commit.
-    #[error("stopped before commit: {0}")]
-    Interrupted(String),
-    /// What a consumer does for an event (a follow-up command, a key to shred, a timer's
-    /// action) failed; the batch is retried.
-    #[error("{0}")]
-    Failed(String),
-}
+pub use crate::log::ConsumerError;
 
 /// Where a projection's rows live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,11 +1,11 @@
-//! The write side: runs a command against its aggregate in the event store, then the process
+//! The ledger: runs a command against its aggregate in the event store, then the process
 //! managers' follow-ups it causes, to completion, and says where its events landed in the log.
 //!
 //! Follow-ups run inline so that a client sees their effect at once (a bought subscription is
 //! open when the purchase answers); every follow-up is idempotent, so the durable consumer that
 //! replays them from the log after a crash does no harm.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use aggregates::catalog::CatalogAggregate;
@@ -14,13 +14,13 @@ use aggregates::policy::{self, FollowUp};
 use aggregates::subscription::Subscription;
 use aggregates::tenant::Tenant;
 use aggregates::user::User;
-use aggregates::{CommercialRules, DomainError};
+use aggregates::CommercialRules;
 use cqrs_es::persist::PersistedEventRepository;
-use cqrs_es::{Aggregate, AggregateError};
-use thiserror::Error;
+use cqrs_es::Aggregate;
 use tracing::warn;
 
-use crate::executor::{Committed, Executor};
+pub use super::error::{LedgerError, Metadata};
+use super::executor::{Committed, Executor};
 use crate::store::Store;
 
 /// Tenants' streams grow with every user; a snapshot every this many events keeps a cold load
@@ -35,52 +35,6 @@ pub const TENANT_SNAPSHOT_EVERY: usize = 500;
 pub fn tenant_snapshot_interval(tenant: &Tenant) -> usize {
     TENANT_SNAPSHOT_EVERY.max(tenant.members.len() / 4)
 }
-
-/// Why a command did not happen.
-#[derive(Debug, Error)]
-pub enum LedgerError {
-    /// A rule of the domain refused it.
-    #[error(transparent)]
-    Domain(#[from] DomainError),
-    /// Other writers kept winning the race for the same aggregate.
-    #[error("the aggregate kept changing under the command; try again")]
-    Conflict,
-    /// The store could not be reached (or is not taking work now): the command may be
-    /// retried once it is back.
-    #[error("event store unreachable: {0}")]
-    Unavailable(String),
-    /// The store failed.
-    #[error("event store failure: {0}")]
-    Store(String),
-}
-
-impl LedgerError {
-    /// A store error, told apart by whether the store could be reached at all.
-    pub fn from_store(error: sqlx::Error) -> Self {
-        if crate::store::is_unreachable(&error) {
-            Self::Unavailable(error.to_string())
-        } else {
-            Self::Store(error.to_string())
-        }
-    }
-}
-
-impl From<AggregateError<DomainError>> for LedgerError {
-    fn from(error: AggregateError<DomainError>) -> Self {
-        match error {
-            AggregateError::UserError(domain) => Self::Domain(domain),
-            AggregateError::AggregateConflict => Self::Conflict,
-            AggregateError::DatabaseConnectionError(error) => Self::Unavailable(error.to_string()),
-            AggregateError::UnexpectedError(error) if crate::store::is_unreachable_dyn(&*error) => {
-                Self::Unavailable(error.to_string())
-            }
-            other => Self::Store(other.to_string()),
-        }
-    }
-}
-
-/// Who and why, recorded in every event's metadata.
-pub type Metadata = HashMap<String, String>;
 
 /// Where the last event of a command landed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,7 +125,14 @@ impl<R: PersistedEventRepository + 'static> Ledger<R> {
         }
         if done_elsewhere {
             if let Some(landed) = landed.as_mut() {
-                landed.position = landed.position.max(self.log_end().await?);
+                // The command has committed: a store that fails now must not turn its answer
+                // into an error (a client would retry a command that happened).
+                match self.log_end().await {
+                    Ok(end) => landed.position = landed.position.max(end),
+                    Err(error) => {
+                        warn!(%error, "the log's end is unknown; answering the chain's own position")
+                    }
+                }
             }
         }
         Ok(landed)

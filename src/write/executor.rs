@@ -19,9 +19,9 @@ use cqrs_es::persist::{PersistedEventRepository, PersistenceError};
 use cqrs_es::{Aggregate, DomainEvent, EventEnvelope};
 use tokio::sync::{oneshot, watch, Mutex, OwnedMutexGuard};
 
-use crate::append::{AppendError, NewEvent};
-use crate::ledger::{LedgerError, Metadata};
-use crate::recently_used::RecentlyUsed;
+use super::append::{AppendError, NewEvent};
+use super::cache::RecentlyUsed;
+use super::error::{LedgerError, Metadata};
 use crate::store::Store;
 
 /// How often a batch that lost an optimistic-concurrency race is re-run before giving up.

@@ -18,7 +18,7 @@ use projections::{LoggedEvent, RowSet};
 use tokio::sync::{mpsc, watch};
 
 use crate::log::Checkpoint;
-use crate::read_models::{
+use crate::read::{
     compare, copy_rows, fetch_rows, write_rows, ConsumerError, ConsumerWrites, Difference,
     ProjectionRunner, SecondaryIndexes, Table,
 };

@@ -10,9 +10,34 @@
 //! can ever appear before what has been read. Within one aggregate the order
 //! is the stream's order (a transaction that appends to a stream takes its id after the previous
 //! append committed). On SQLite the single writer makes the position order the commit order.
+//!
+//! Each consumer holds its checkpoint under a lease ([`lease`]) and fails with a
+//! [`ConsumerError`].
 
-use crate::read_models::ConsumerError;
 use crate::store::{sql_literal, PlanKind, Store};
+
+pub mod lease;
+
+/// Why a consumer could not take a batch in.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsumerError {
+    /// The store failed.
+    #[error("store failure: {0}")]
+    Store(#[from] sqlx::Error),
+    /// An event or a row could not be read.
+    #[error(transparent)]
+    Projection(#[from] projections::ProjectionError),
+    /// Someone else moved the checkpoint: another instance holds this consumer.
+    #[error("another instance moved the checkpoint of '{0}'")]
+    Overtaken(String),
+    /// A test stopped the batch before its commit.
+    #[error("stopped before commit: {0}")]
+    Interrupted(String),
+    /// What a consumer does for an event (a follow-up command, a key to shred, a timer's
+    /// action) failed; the batch is retried.
+    #[error("{0}")]
+    Failed(String),
+}
 
 /// Where a consumer is in the log: the last event it has taken in.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
