@@ -193,7 +193,7 @@ impl AnyLedger {
 pub async fn start(
     settings: &config::ServeSettings,
 ) -> anyhow::Result<(http::AppState, Option<String>)> {
-    let store = store::Store::connect(&settings.store.database_url).await?;
+    let store = Store::connect(&settings.store.database_url).await?;
     store.migrate().await?;
     let ledger = std::sync::Arc::new(AnyLedger::new(store.clone(), settings.store.rules()));
     let clock = std::sync::Arc::new(if settings.sandbox_clock {

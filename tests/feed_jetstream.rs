@@ -817,9 +817,9 @@ async fn nats_down_at_start_and_killed_mid_run_loses_nothing_and_reorders_nothin
 /// client and the settings of a stream of the test's own.
 struct Bench {
     client: async_nats::Client,
-    settings: seatledger::config::NatsSettings,
+    settings: NatsSettings,
     app: TestApp,
-    store: seatledger::store::Store,
+    store: Store,
     parties: Parties,
 }
 

@@ -293,7 +293,7 @@ async fn assert_projection_matches_log(
     let tenant = workload.tenant_id.to_string();
     match projection.name() {
         projections::licenses::NAME => {
-            let assigned: Vec<AssignedDoc> = seatledger::read::decode_all(
+            let assigned: Vec<AssignedDoc> = read::decode_all(
                 &scoped_docs(
                     store,
                     projections::licenses::NAME,
@@ -314,7 +314,7 @@ async fn assert_projection_matches_log(
             );
         }
         projections::users::NAME => {
-            let users: Vec<UserRow> = seatledger::read::decode_all(
+            let users: Vec<UserRow> = read::decode_all(
                 &scoped_docs(
                     store,
                     projections::users::NAME,
@@ -1135,7 +1135,7 @@ async fn two_runners_of_one_projection_never_double_apply() {
 /// named the select list's converted column instead of the table's).
 #[tokio::test]
 async fn the_reader_walks_the_index_instead_of_sorting_the_log_on_postgres() {
-    let fresh = support::fresh_store(support::Backend::Postgres).await;
+    let fresh = fresh_store(Backend::Postgres).await;
     let Store::Postgres(pool) = &fresh.store else {
         unreachable!()
     };
@@ -1174,7 +1174,7 @@ async fn the_reader_walks_the_index_instead_of_sorting_the_log_on_postgres() {
 /// index entries instead of counting the backlog.
 #[tokio::test]
 async fn how_far_a_caught_up_consumer_has_read_costs_its_backlog_not_the_log_on_postgres() {
-    let fresh = support::fresh_store(support::Backend::Postgres).await;
+    let fresh = fresh_store(Backend::Postgres).await;
     let Store::Postgres(pool) = &fresh.store else {
         unreachable!()
     };
@@ -1322,7 +1322,7 @@ async fn fill_read_models(pool: &PgPool, (projection, kind): (&str, &str)) {
 /// every row of the projection through a secondary index for a batch that needed fourteen.
 #[tokio::test]
 async fn a_batch_looks_its_rows_up_by_key_without_statistics_on_postgres() {
-    let fresh = support::fresh_store(support::Backend::Postgres).await;
+    let fresh = fresh_store(Backend::Postgres).await;
     let Store::Postgres(pool) = &fresh.store else {
         unreachable!()
     };
@@ -1354,7 +1354,7 @@ async fn a_batch_looks_its_rows_up_by_key_without_statistics_on_postgres() {
 /// table (both plans), and only the keys asked for go.
 #[tokio::test]
 async fn a_batch_deletes_its_rows_by_key_without_statistics_on_postgres() {
-    let fresh = support::fresh_store(support::Backend::Postgres).await;
+    let fresh = fresh_store(Backend::Postgres).await;
     let Store::Postgres(pool) = &fresh.store else {
         unreachable!()
     };
@@ -1433,7 +1433,7 @@ fn rows_removed_by_filters(plan: &[String]) -> u64 {
 /// microseconds however long the log grows.
 #[tokio::test]
 async fn sqlite_reads_of_the_log_walk_the_position_index() {
-    let fresh = support::fresh_store(support::Backend::Sqlite).await;
+    let fresh = fresh_store(Backend::Sqlite).await;
     for (name, sql) in Store::sqlite_position_statements() {
         let plan = fresh.store.explain_sqlite(&sql).await.unwrap();
         let text = plan.join(" | ");

@@ -84,8 +84,8 @@ impl PrincipalFingerprint {
     }
 }
 
-impl std::fmt::Debug for PrincipalFingerprint {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Debug for PrincipalFingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("PrincipalFingerprint")
             .field(&self.to_hex())
             .finish()

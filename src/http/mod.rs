@@ -199,7 +199,7 @@ where
     }
 }
 
-impl<T: serde::Serialize> axum::response::IntoResponse for Json<T> {
+impl<T: serde::Serialize> IntoResponse for Json<T> {
     fn into_response(self) -> axum::response::Response {
         axum::Json(self.0).into_response()
     }

@@ -98,7 +98,7 @@ fn parse_limit(raw: Option<&str>) -> Result<usize, ApiError> {
 #[derive(Debug, Serialize, JsonSchema)]
 pub struct EventPage {
     /// The events the token may see, in the log's reading order.
-    pub events: Vec<crate::feed::envelope::CloudEvent>,
+    pub events: Vec<feed::envelope::CloudEvent>,
     /// The cursor of the next page (`after=`).
     pub next_after: i64,
     /// Whether the log holds more now.

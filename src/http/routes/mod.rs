@@ -227,9 +227,9 @@ async fn readiness(state: &AppState) -> Result<axum::response::Response, ApiErro
         });
     }
     let status = if ready {
-        axum::http::StatusCode::OK
+        StatusCode::OK
     } else {
-        axum::http::StatusCode::SERVICE_UNAVAILABLE
+        StatusCode::SERVICE_UNAVAILABLE
     };
     Ok((status, Json(body)).into_response())
 }

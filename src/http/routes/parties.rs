@@ -298,7 +298,7 @@ pub(super) async fn visible_billing_profile(
         .state
         .clone()
         .ok_or_else(not_found)?;
-    if access::may_see_account(&principal, profile.reseller_id) {
+    if access::may_see_account(principal, profile.reseller_id) {
         Ok(profile)
     } else {
         Err(not_found())

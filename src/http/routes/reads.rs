@@ -57,7 +57,7 @@ pub struct LicenceView {
     /// The instant the view was recomputed for (`null`: now, from the projection).
     pub as_of: Option<DateTime<Utc>>,
     /// One row per product.
-    pub licenses: Vec<projections::licenses::LicenseRow>,
+    pub licenses: Vec<licenses::LicenseRow>,
     /// How far the projections (or, with `as_of`, the log) had been read.
     pub position: i64,
 }
@@ -114,7 +114,7 @@ pub struct SubscriptionList {
 pub struct InvoiceView {
     /// The invoice.
     #[serde(flatten)]
-    pub invoice: projections::billing::Invoice,
+    pub invoice: billing::Invoice,
     /// The profile's name.
     pub billing_profile_name: aggregates::values::OrganisationName,
     /// The profile's currency.

@@ -167,7 +167,7 @@ pub(super) async fn visible_subscription(
     state: &AppState,
     principal: &Principal,
     subscription_id: Uuid,
-    roles: crate::access::Roles,
+    roles: access::Roles,
 ) -> Result<SubscriptionState, ApiError> {
     let not_found = || ApiError::NotFound(format!("subscription {subscription_id} does not exist"));
     let subscription = state
