@@ -119,7 +119,7 @@ async fn landed_positions(backend: Backend) {
     use chrono::{TimeZone, Utc};
     let fresh = fresh_store(backend).await;
     let ledger =
-        seatledger::AnyLedger::new(fresh.store.clone(), aggregates::CommercialRules::default());
+        seatledger::Ledger::new(fresh.store.clone(), aggregates::CommercialRules::default());
     let mut landed = Vec::new();
     for n in 0..3 {
         let tenant_id = uuid::Uuid::new_v4();

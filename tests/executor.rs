@@ -1,4 +1,4 @@
-//! The executor behind the ledger (src/executor.rs), driven directly through `AnyLedger` on both
+//! The executor behind the ledger (src/write/executor.rs), driven directly through `Ledger` on both
 //! backends: a hot tenant's concurrent commands are batched yet each gets its own answer and its
 //! own metadata; two instances over one store never over-assign (a stale cache is refreshed, a
 //! batch that loses the race is re-run); tenants are snapshotted and loaded from their newest
@@ -30,7 +30,7 @@ use aggregates::{CommercialRules, DomainError};
 use chrono::{DateTime, TimeZone, Utc};
 use seatledger::store::Store;
 use seatledger::write::ledger::{Landed, LedgerError, Metadata, TENANT_SNAPSHOT_EVERY};
-use seatledger::AnyLedger;
+use seatledger::Ledger;
 use serde_json::Value;
 use sqlx::Connection;
 use support::{fresh_store, Backend, FreshStore};
@@ -103,17 +103,14 @@ fn register(tenant_id: Uuid, user_id: Uuid, n: usize) -> FollowUp {
 /// them licensed), on a database of its own; the ledger has the tenant in its cache.
 struct Books {
     fresh: FreshStore,
-    ledger: Arc<AnyLedger>,
+    ledger: Arc<Ledger>,
     tenant_id: Uuid,
     users: Vec<Uuid>,
 }
 
 async fn books(backend: Backend, seats: i64, users: usize) -> Books {
     let fresh = fresh_store(backend).await;
-    let ledger = Arc::new(AnyLedger::new(
-        fresh.store.clone(),
-        CommercialRules::default(),
-    ));
+    let ledger = Arc::new(Ledger::new(fresh.store.clone(), CommercialRules::default()));
     let tenant_id = Uuid::new_v4();
     let setup = request("setup");
     let tenant = |command| FollowUp::Tenant { tenant_id, command };
@@ -167,8 +164,8 @@ async fn books(backend: Backend, seats: i64, users: usize) -> Books {
 
 impl Books {
     /// A second instance: another ledger (another cache) over the same store.
-    fn other_instance(&self) -> Arc<AnyLedger> {
-        Arc::new(AnyLedger::new(
+    fn other_instance(&self) -> Arc<Ledger> {
+        Arc::new(Ledger::new(
             self.fresh.store.clone(),
             CommercialRules::default(),
         ))
@@ -274,7 +271,7 @@ fn assert_gap_free(log: &[Logged]) {
 
 /// The cached state of every given ledger, and the state a ledger that has never seen the
 /// tenant loads, all equal the replay of the whole stream; returns it.
-async fn assert_views_agree(store: &Store, tenant_id: Uuid, ledgers: &[&AnyLedger]) -> Tenant {
+async fn assert_views_agree(store: &Store, tenant_id: Uuid, ledgers: &[&Ledger]) -> Tenant {
     let log = tenant_log(store, tenant_id).await;
     assert_gap_free(&log);
     let replayed = replay(&log);
@@ -285,7 +282,7 @@ async fn assert_views_agree(store: &Store, tenant_id: Uuid, ledgers: &[&AnyLedge
             "ledger #{n}'s state differs from the replay of the stream"
         );
     }
-    let cold = AnyLedger::new(store.clone(), CommercialRules::default());
+    let cold = Ledger::new(store.clone(), CommercialRules::default());
     assert!(
         *cold.tenant(tenant_id).await.unwrap() == replayed,
         "a fresh ledger's state differs from the replay of the stream"
@@ -912,7 +909,7 @@ async fn snapshots(backend: Backend) {
     marked.profile.as_mut().unwrap().name = OrganisationName::parse("Marked").unwrap();
     let marked_json = serde_json::to_string(&marked).unwrap();
     insert_snapshot(&store, tenant_id, sequence as i64, &marked_json).await;
-    let cold = AnyLedger::new(store.clone(), CommercialRules::default());
+    let cold = Ledger::new(store.clone(), CommercialRules::default());
     assert!(
         *cold.tenant(tenant_id).await.unwrap() == marked,
         "a cold load starts from the newest snapshot"
@@ -922,7 +919,7 @@ async fn snapshots(backend: Backend) {
     // A newest snapshot the tenant's shape has outgrown (unreadable) is not fatal: a cold load
     // reads the whole stream instead and equals the replay.
     insert_snapshot(&store, tenant_id, sequence as i64, r#""not a tenant""#).await;
-    let cold = AnyLedger::new(store.clone(), CommercialRules::default());
+    let cold = Ledger::new(store.clone(), CommercialRules::default());
     assert_eq!(
         *cold.tenant(tenant_id).await.unwrap(),
         replay(&tenant_log(&store, tenant_id).await),

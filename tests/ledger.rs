@@ -17,7 +17,7 @@ use aggregates::CommercialRules;
 use chrono::{TimeZone, Utc};
 use seatledger::store::Store;
 use seatledger::write::ledger::Metadata;
-use seatledger::{with_ledger, AnyLedger};
+use seatledger::Ledger;
 use support::{fresh_store, Backend};
 use uuid::Uuid;
 
@@ -71,7 +71,7 @@ async fn timer_keys(store: &Store) -> Vec<String> {
 
 async fn purchase_assign_delete(backend: Backend) {
     let fresh = fresh_store(backend).await;
-    let any = AnyLedger::new(fresh.store.clone(), CommercialRules::default());
+    let any = Ledger::new(fresh.store.clone(), CommercialRules::default());
     let at = Utc.with_ymd_and_hms(2026, 1, 1, 9, 0, 0).unwrap();
     let (tenant_id, subscription_id, user_id) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     let bp = default_catalog()
@@ -79,29 +79,36 @@ async fn purchase_assign_delete(backend: Backend) {
         .unwrap()
         .clone();
     let metadata = Metadata::from([("request_id".to_owned(), "test".to_owned())]);
-    with_ledger!(&any, ledger => {
+    {
+        let ledger = &any;
         let tenant = |command| FollowUp::Tenant { tenant_id, command };
         let created = ledger
-            .dispatch(tenant(TenantCommand::CreateTenant {
-                tenant_id,
-                domain: DomainName::parse("contoso.onmicrosoft.com").unwrap(),
-                name: OrganisationName::parse("Contoso").unwrap(),
-                reseller_id: None,
-                at,
-            }), &metadata)
+            .dispatch(
+                tenant(TenantCommand::CreateTenant {
+                    tenant_id,
+                    domain: DomainName::parse("contoso.onmicrosoft.com").unwrap(),
+                    name: OrganisationName::parse("Contoso").unwrap(),
+                    reseller_id: None,
+                    at,
+                }),
+                &metadata,
+            )
             .await
             .unwrap()
             .expect("tenant created");
         let purchased = ledger
-            .dispatch(tenant(TenantCommand::PurchaseSubscription {
-                subscription_id,
-                offer: bp.clone(),
-                quantity: Quantity::parse("quantity", 2).unwrap(),
-                term: Term::Monthly,
-                billing_profile_id: Uuid::new_v4(),
-                trial: false,
-                at,
-            }), &metadata)
+            .dispatch(
+                tenant(TenantCommand::PurchaseSubscription {
+                    subscription_id,
+                    offer: bp.clone(),
+                    quantity: Quantity::parse("quantity", 2).unwrap(),
+                    term: Term::Monthly,
+                    billing_profile_id: Uuid::new_v4(),
+                    trial: false,
+                    at,
+                }),
+                &metadata,
+            )
             .await
             .unwrap()
             .expect("purchase recorded");
@@ -109,46 +116,102 @@ async fn purchase_assign_delete(backend: Backend) {
 
         // The purchase's follow-up opened the subscription aggregate.
         let subscription = ledger.subscription(subscription_id).await.unwrap();
-        let state = subscription.state.clone().expect("opened by the process manager");
-        assert_eq!((state.quantity, state.status), (2, SubscriptionStatus::Active));
+        let state = subscription
+            .state
+            .clone()
+            .expect("opened by the process manager");
+        assert_eq!(
+            (state.quantity, state.status),
+            (2, SubscriptionStatus::Active)
+        );
 
         ledger
-            .dispatch(tenant(TenantCommand::RegisterUser {
-                user_id,
-                principal_domain: DomainName::parse("contoso.onmicrosoft.com").unwrap(),
-                fingerprint: PrincipalFingerprint::parse(&"ab".repeat(32)).unwrap(),
-                details: SealedDetails { key_id: user_id, ciphertext: "c2VhbGVk".into() },
-                role: UserRole::User,
-                at,
-            }), &metadata)
+            .dispatch(
+                tenant(TenantCommand::RegisterUser {
+                    user_id,
+                    principal_domain: DomainName::parse("contoso.onmicrosoft.com").unwrap(),
+                    fingerprint: PrincipalFingerprint::parse(&"ab".repeat(32)).unwrap(),
+                    details: SealedDetails {
+                        key_id: user_id,
+                        ciphertext: "c2VhbGVk".into(),
+                    },
+                    role: UserRole::User,
+                    at,
+                }),
+                &metadata,
+            )
             .await
             .unwrap();
         ledger
-            .dispatch(tenant(TenantCommand::AssignLicenses { user_id, add: vec![bp.id], remove: vec![], at }), &metadata)
+            .dispatch(
+                tenant(TenantCommand::AssignLicenses {
+                    user_id,
+                    add: vec![bp.id],
+                    remove: vec![],
+                    at,
+                }),
+                &metadata,
+            )
             .await
             .unwrap();
         let product = ProvisioningId::parse("O365_BUSINESS_PREMIUM").unwrap();
-        assert_eq!(ledger.tenant(tenant_id).await.unwrap().seats(&product).available, 1);
+        assert_eq!(
+            ledger
+                .tenant(tenant_id)
+                .await
+                .unwrap()
+                .seats(&product)
+                .available,
+            1
+        );
 
         // Deleting the user releases its seat and schedules its purge, durably.
         ledger
-            .dispatch(FollowUp::User { user_id, command: UserCommand::DeleteUser { at } }, &metadata)
+            .dispatch(
+                FollowUp::User {
+                    user_id,
+                    command: UserCommand::DeleteUser { at },
+                },
+                &metadata,
+            )
             .await
             .unwrap();
-        assert_eq!(ledger.tenant(tenant_id).await.unwrap().seats(&product).available, 2);
+        assert_eq!(
+            ledger
+                .tenant(tenant_id)
+                .await
+                .unwrap()
+                .seats(&product)
+                .available,
+            2
+        );
         let user = ledger.user(user_id).await.unwrap().state.clone().unwrap();
         assert!(matches!(user.status, UserStatus::Deleted { .. }));
-        assert_eq!(timer_keys(&fresh.store).await, vec![format!("purge-user/{user_id}")]);
+        assert_eq!(
+            timer_keys(&fresh.store).await,
+            vec![format!("purge-user/{user_id}")]
+        );
 
         // A refusal comes back as the domain's error and writes nothing.
         let before = log_columns(&fresh.store).await.len();
         let refused = ledger
-            .dispatch(tenant(TenantCommand::AssignLicenses { user_id, add: vec![bp.id], remove: vec![], at }), &metadata)
+            .dispatch(
+                tenant(TenantCommand::AssignLicenses {
+                    user_id,
+                    add: vec![bp.id],
+                    remove: vec![],
+                    at,
+                }),
+                &metadata,
+            )
             .await
             .unwrap_err();
-        assert_eq!(refused.to_string(), format!("user {user_id} is deleted, not active"));
+        assert_eq!(
+            refused.to_string(),
+            format!("user {user_id} is deleted, not active")
+        );
         assert_eq!(log_columns(&fresh.store).await.len(), before);
-    });
+    };
 
     // Every event has a strictly increasing position, a distinct id and a recording instant.
     let rows = log_columns(&fresh.store).await;
@@ -182,37 +245,56 @@ async fn commands_and_follow_ups_land_in_the_sqlite_log() {
 async fn long_tenant_streams_are_loaded_from_snapshots_on_postgres() {
     const USERS: u32 = seatledger::write::ledger::TENANT_SNAPSHOT_EVERY as u32 + 50;
     let fresh = fresh_store(Backend::Postgres).await;
-    let any = AnyLedger::new(fresh.store.clone(), CommercialRules::default());
+    let any = Ledger::new(fresh.store.clone(), CommercialRules::default());
     let at = Utc.with_ymd_and_hms(2026, 1, 1, 9, 0, 0).unwrap();
     let tenant_id = Uuid::new_v4();
     let metadata = Metadata::new();
-    with_ledger!(&any, ledger => {
+    {
+        let ledger = &any;
         ledger
-            .dispatch(FollowUp::Tenant { tenant_id, command: TenantCommand::CreateTenant {
-                tenant_id,
-                domain: DomainName::parse("contoso.onmicrosoft.com").unwrap(),
-                name: OrganisationName::parse("Contoso").unwrap(),
-                reseller_id: None,
-                at,
-            }}, &metadata)
+            .dispatch(
+                FollowUp::Tenant {
+                    tenant_id,
+                    command: TenantCommand::CreateTenant {
+                        tenant_id,
+                        domain: DomainName::parse("contoso.onmicrosoft.com").unwrap(),
+                        name: OrganisationName::parse("Contoso").unwrap(),
+                        reseller_id: None,
+                        at,
+                    },
+                },
+                &metadata,
+            )
             .await
             .unwrap();
         for n in 0..USERS {
             let user_id = Uuid::new_v4();
             ledger
-                .dispatch(FollowUp::Tenant { tenant_id, command: TenantCommand::RegisterUser {
-                    user_id,
-                    principal_domain: DomainName::parse("contoso.onmicrosoft.com").unwrap(),
-                    fingerprint: PrincipalFingerprint::parse(&format!("{n:064x}")).unwrap(),
-                    details: SealedDetails { key_id: user_id, ciphertext: "c2VhbGVk".into() },
-                    role: UserRole::User,
-                    at,
-                }}, &metadata)
+                .dispatch(
+                    FollowUp::Tenant {
+                        tenant_id,
+                        command: TenantCommand::RegisterUser {
+                            user_id,
+                            principal_domain: DomainName::parse("contoso.onmicrosoft.com").unwrap(),
+                            fingerprint: PrincipalFingerprint::parse(&format!("{n:064x}")).unwrap(),
+                            details: SealedDetails {
+                                key_id: user_id,
+                                ciphertext: "c2VhbGVk".into(),
+                            },
+                            role: UserRole::User,
+                            at,
+                        },
+                    },
+                    &metadata,
+                )
                 .await
                 .unwrap();
         }
-        assert_eq!(ledger.tenant(tenant_id).await.unwrap().members.len(), USERS as usize);
-    });
+        assert_eq!(
+            ledger.tenant(tenant_id).await.unwrap().members.len(),
+            USERS as usize
+        );
+    };
     let Store::Postgres(pool) = &fresh.store else {
         unreachable!()
     };
@@ -245,7 +327,7 @@ async fn long_tenant_streams_are_loaded_from_snapshots_on_postgres() {
     drop(any);
     // A ledger that has never seen the tenant loads it from the snapshot and the events after
     // it, and the snapshot is the state the events make.
-    let cold = AnyLedger::new(fresh.store.clone(), CommercialRules::default());
+    let cold = Ledger::new(fresh.store.clone(), CommercialRules::default());
     let loaded = cold.tenant(tenant_id).await.unwrap();
     assert_eq!(loaded.members.len(), USERS as usize);
     let (history,): (i64,) = sqlx::query_as(
@@ -280,42 +362,61 @@ async fn long_tenant_streams_are_loaded_from_snapshots_on_postgres() {
 async fn a_stream_longer_than_a_page_loads_whole(backend: Backend) {
     const PAIRS: usize = 550;
     let fresh = fresh_store(backend).await;
-    let any = AnyLedger::new(fresh.store.clone(), CommercialRules::default());
+    let any = Ledger::new(fresh.store.clone(), CommercialRules::default());
     let at = Utc.with_ymd_and_hms(2026, 1, 1, 9, 0, 0).unwrap();
     let tenant_id = Uuid::new_v4();
     let user_id = Uuid::new_v4();
     let metadata = Metadata::new();
-    with_ledger!(&any, ledger => {
+    {
+        let ledger = &any;
         ledger
-            .dispatch(FollowUp::Tenant { tenant_id, command: TenantCommand::CreateTenant {
-                tenant_id,
-                domain: DomainName::parse("contoso.onmicrosoft.com").unwrap(),
-                name: OrganisationName::parse("Contoso").unwrap(),
-                reseller_id: None,
-                at,
-            }}, &metadata)
+            .dispatch(
+                FollowUp::Tenant {
+                    tenant_id,
+                    command: TenantCommand::CreateTenant {
+                        tenant_id,
+                        domain: DomainName::parse("contoso.onmicrosoft.com").unwrap(),
+                        name: OrganisationName::parse("Contoso").unwrap(),
+                        reseller_id: None,
+                        at,
+                    },
+                },
+                &metadata,
+            )
             .await
             .unwrap();
         ledger
-            .dispatch(FollowUp::Tenant { tenant_id, command: TenantCommand::RegisterUser {
-                user_id,
-                principal_domain: DomainName::parse("contoso.onmicrosoft.com").unwrap(),
-                fingerprint: PrincipalFingerprint::parse(&format!("{:064x}", 7)).unwrap(),
-                details: SealedDetails { key_id: user_id, ciphertext: "c2VhbGVk".into() },
-                role: UserRole::User,
-                at,
-            }}, &metadata)
+            .dispatch(
+                FollowUp::Tenant {
+                    tenant_id,
+                    command: TenantCommand::RegisterUser {
+                        user_id,
+                        principal_domain: DomainName::parse("contoso.onmicrosoft.com").unwrap(),
+                        fingerprint: PrincipalFingerprint::parse(&format!("{:064x}", 7)).unwrap(),
+                        details: SealedDetails {
+                            key_id: user_id,
+                            ciphertext: "c2VhbGVk".into(),
+                        },
+                        role: UserRole::User,
+                        at,
+                    },
+                },
+                &metadata,
+            )
             .await
             .unwrap();
         for _ in 0..PAIRS {
-            for command in [UserCommand::DeleteUser { at }, UserCommand::RestoreUser { at }] {
+            for command in [
+                UserCommand::DeleteUser { at },
+                UserCommand::RestoreUser { at },
+            ] {
                 ledger
                     .dispatch(FollowUp::User { user_id, command }, &metadata)
                     .await
                     .unwrap();
             }
         }
-    });
+    };
     let history = fresh
         .store
         .history("user", &user_id.to_string())
@@ -332,15 +433,16 @@ async fn a_stream_longer_than_a_page_loads_whole(backend: Backend) {
         "{backend:?}: a load that stopped after one page would see a deleted user"
     );
     // Another instance, which has never seen the user, loads it cold.
-    let cold = AnyLedger::new(fresh.store.clone(), CommercialRules::default());
-    with_ledger!(&cold, ledger => {
+    let cold = Ledger::new(fresh.store.clone(), CommercialRules::default());
+    {
+        let ledger = &cold;
         let user = ledger.user(user_id).await.unwrap();
         let status = &user.state.as_ref().expect("the user exists").status;
         assert!(
             matches!(status, UserStatus::Active),
             "{backend:?}: the user's last event restored it, yet it loads as {status:?}"
         );
-    });
+    };
     fresh.remove().await;
 }
 

@@ -28,7 +28,7 @@ use seatledger::log::{Checkpoint, StoredEvent};
 use seatledger::read::{self, scoped_docs, ConsumerError, ProjectionRunner, Table};
 use seatledger::store::{PlanKind, Store};
 use seatledger::write::ledger::Metadata;
-use seatledger::{with_ledger, AnyLedger};
+use seatledger::Ledger;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use support::{fresh_store, Backend};
 use uuid::Uuid;
@@ -184,7 +184,7 @@ struct Workload {
 /// them is restored (its seat reinstated), and two users hand their licence back.
 async fn licence_workload(store: &Store) -> Workload {
     const USERS: usize = 30;
-    let any = AnyLedger::new(store.clone(), CommercialRules::default());
+    let any = Ledger::new(store.clone(), CommercialRules::default());
     let at = Utc.with_ymd_and_hms(2026, 1, 1, 9, 0, 0).unwrap();
     let tenant_id = Uuid::new_v4();
     let bp = default_catalog()
@@ -194,77 +194,113 @@ async fn licence_workload(store: &Store) -> Workload {
     let product = bp.provisioning_id.clone();
     let metadata = Metadata::from([("request_id".to_owned(), "log-reader-test".to_owned())]);
     let user_ids: Vec<Uuid> = (0..USERS).map(|_| Uuid::new_v4()).collect();
-    let holders = with_ledger!(&any, ledger => {
+    let holders = {
+        let ledger = &any;
         let tenant = |command| FollowUp::Tenant { tenant_id, command };
         ledger
-            .dispatch(tenant(TenantCommand::CreateTenant {
-                tenant_id,
-                domain: DomainName::parse("contoso.onmicrosoft.com").unwrap(),
-                name: OrganisationName::parse("Contoso").unwrap(),
-                reseller_id: None,
-                at,
-            }), &metadata)
+            .dispatch(
+                tenant(TenantCommand::CreateTenant {
+                    tenant_id,
+                    domain: DomainName::parse("contoso.onmicrosoft.com").unwrap(),
+                    name: OrganisationName::parse("Contoso").unwrap(),
+                    reseller_id: None,
+                    at,
+                }),
+                &metadata,
+            )
             .await
             .unwrap()
             .expect("tenant created");
         ledger
-            .dispatch(tenant(TenantCommand::PurchaseSubscription {
-                subscription_id: Uuid::new_v4(),
-                offer: bp.clone(),
-                quantity: Quantity::parse("quantity", 50).unwrap(),
-                term: Term::Monthly,
-                billing_profile_id: Uuid::new_v4(),
-                trial: false,
-                at,
-            }), &metadata)
+            .dispatch(
+                tenant(TenantCommand::PurchaseSubscription {
+                    subscription_id: Uuid::new_v4(),
+                    offer: bp.clone(),
+                    quantity: Quantity::parse("quantity", 50).unwrap(),
+                    term: Term::Monthly,
+                    billing_profile_id: Uuid::new_v4(),
+                    trial: false,
+                    at,
+                }),
+                &metadata,
+            )
             .await
             .unwrap()
             .expect("purchase recorded");
         for (n, user_id) in user_ids.iter().enumerate() {
             ledger
-                .dispatch(tenant(TenantCommand::RegisterUser {
-                    user_id: *user_id,
-                    principal_domain: DomainName::parse("contoso.onmicrosoft.com").unwrap(),
-                    fingerprint: PrincipalFingerprint::parse(&format!("{n:064x}")).unwrap(),
-                    details: SealedDetails { key_id: *user_id, ciphertext: "c2VhbGVk".into() },
-                    role: UserRole::User,
-                    at,
-                }), &metadata)
+                .dispatch(
+                    tenant(TenantCommand::RegisterUser {
+                        user_id: *user_id,
+                        principal_domain: DomainName::parse("contoso.onmicrosoft.com").unwrap(),
+                        fingerprint: PrincipalFingerprint::parse(&format!("{n:064x}")).unwrap(),
+                        details: SealedDetails {
+                            key_id: *user_id,
+                            ciphertext: "c2VhbGVk".into(),
+                        },
+                        role: UserRole::User,
+                        at,
+                    }),
+                    &metadata,
+                )
                 .await
                 .unwrap();
             ledger
-                .dispatch(tenant(TenantCommand::AssignLicenses {
-                    user_id: *user_id,
-                    add: vec![bp.id],
-                    remove: vec![],
-                    at,
-                }), &metadata)
+                .dispatch(
+                    tenant(TenantCommand::AssignLicenses {
+                        user_id: *user_id,
+                        add: vec![bp.id],
+                        remove: vec![],
+                        at,
+                    }),
+                    &metadata,
+                )
                 .await
                 .unwrap();
         }
         for user_id in &user_ids[..5] {
             ledger
-                .dispatch(FollowUp::User { user_id: *user_id, command: UserCommand::DeleteUser { at } }, &metadata)
+                .dispatch(
+                    FollowUp::User {
+                        user_id: *user_id,
+                        command: UserCommand::DeleteUser { at },
+                    },
+                    &metadata,
+                )
                 .await
                 .unwrap();
         }
         ledger
-            .dispatch(FollowUp::User { user_id: user_ids[0], command: UserCommand::RestoreUser { at } }, &metadata)
+            .dispatch(
+                FollowUp::User {
+                    user_id: user_ids[0],
+                    command: UserCommand::RestoreUser { at },
+                },
+                &metadata,
+            )
             .await
             .unwrap();
         for user_id in &user_ids[10..12] {
             ledger
-                .dispatch(tenant(TenantCommand::AssignLicenses {
-                    user_id: *user_id,
-                    add: vec![],
-                    remove: vec![bp.id],
-                    at,
-                }), &metadata)
+                .dispatch(
+                    tenant(TenantCommand::AssignLicenses {
+                        user_id: *user_id,
+                        add: vec![],
+                        remove: vec![bp.id],
+                        at,
+                    }),
+                    &metadata,
+                )
                 .await
                 .unwrap();
         }
-        ledger.tenant(tenant_id).await.unwrap().seats(&product).assigned
-    });
+        ledger
+            .tenant(tenant_id)
+            .await
+            .unwrap()
+            .seats(&product)
+            .assigned
+    };
     // 30 assigned, 5 released by deletion, 1 reinstated by the restore, 2 handed back.
     assert_eq!(holders, 24, "the write side's own count of licence holders");
     Workload {

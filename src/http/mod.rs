@@ -24,7 +24,7 @@ use crate::auth::{Principal, Tokens};
 use crate::clock::Clock;
 use crate::store::Store;
 use crate::vault::Vault;
-use crate::AnyLedger;
+use crate::Ledger;
 use problem::ApiError;
 use problem::Unauthorized;
 
@@ -35,7 +35,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 #[derive(Clone)]
 pub struct AppState {
     /// The write side.
-    pub ledger: Arc<AnyLedger>,
+    pub ledger: Arc<Ledger>,
     /// The store (for reads until the projections arrive).
     pub store: Store,
     /// The key store.

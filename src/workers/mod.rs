@@ -23,7 +23,7 @@ use crate::read::{step_together, step_together_from, ConsumerError, ProjectionRu
 use crate::store::Store;
 use crate::vault::Vault;
 use crate::write::ledger::{LedgerError, Metadata};
-use crate::AnyLedger;
+use crate::Ledger;
 
 mod effects;
 mod process_manager;
@@ -135,7 +135,7 @@ pub struct Context {
     /// The store.
     pub store: Store,
     /// The write side.
-    pub ledger: Arc<AnyLedger>,
+    pub ledger: Arc<Ledger>,
     /// The key store.
     pub vault: Vault,
     /// The service's clock.

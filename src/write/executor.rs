@@ -15,13 +15,14 @@
 use std::sync::Arc;
 
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::{PersistedEventRepository, PersistenceError};
+use cqrs_es::persist::PersistenceError;
 use cqrs_es::{Aggregate, DomainEvent, EventEnvelope};
 use tokio::sync::{oneshot, watch, Mutex, OwnedMutexGuard};
 
 use super::append::{AppendError, NewEvent};
 use super::cache::RecentlyUsed;
 use super::error::{LedgerError, Metadata};
+use super::repository::Repository;
 use crate::store::Store;
 
 /// How often a batch that lost an optimistic-concurrency race is re-run before giving up.
@@ -90,8 +91,8 @@ struct Waiting<A: Aggregate> {
     reply: oneshot::Sender<Outcome<A>>,
 }
 
-struct Inner<A: Aggregate, R> {
-    repository: R,
+struct Inner<A: Aggregate> {
+    repository: Repository,
     store: Store,
     services: A::Services,
     snapshot_every: Option<fn(&A) -> usize>,
@@ -100,20 +101,18 @@ struct Inner<A: Aggregate, R> {
 }
 
 /// Runs the commands of one aggregate type.
-pub(crate) struct Executor<A: Aggregate, R> {
-    inner: Arc<Inner<A, R>>,
+pub(crate) struct Executor<A: Aggregate> {
+    inner: Arc<Inner<A>>,
 }
 
-impl<A, R> Executor<A, R>
+impl<A> Executor<A>
 where
     A: Aggregate<Error = aggregates::DomainError> + Clone + 'static,
     A::Command: Clone + Send + Sync + 'static,
-    R: PersistedEventRepository + 'static,
 {
-    /// An executor over `repository`; every `snapshot_every(state)` events a snapshot is
-    /// written (for aggregates whose history grows without bound).
+    /// An executor over `store`; every `snapshot_every(state)` events a snapshot is written
+    /// (for aggregates whose history grows without bound).
     pub(crate) fn new(
-        repository: R,
         store: Store,
         services: A::Services,
         snapshot_every: Option<fn(&A) -> usize>,
@@ -121,7 +120,7 @@ where
     ) -> Self {
         Self {
             inner: Arc::new(Inner {
-                repository,
+                repository: Repository::of(&store),
                 store,
                 services,
                 snapshot_every,
@@ -182,11 +181,10 @@ where
     }
 }
 
-impl<A, R> Executor<A, R>
+impl<A> Executor<A>
 where
     A: Aggregate<Error = aggregates::DomainError> + Clone + 'static,
     A::Command: Clone + Send + Sync + 'static,
-    R: PersistedEventRepository + 'static,
 {
     /// The aggregate as this instance last knew it, loaded only when unknown: for facts that
     /// never change once the aggregate exists (a user's tenant, a tenant's reseller), where
@@ -215,11 +213,10 @@ fn take_batch<A: Aggregate>(slot: &Slot<A>) -> Vec<Waiting<A>> {
     waiting.drain(..take).collect()
 }
 
-impl<A, R> Inner<A, R>
+impl<A> Inner<A>
 where
     A: Aggregate<Error = aggregates::DomainError> + Clone + 'static,
     A::Command: Clone + Send + Sync + 'static,
-    R: PersistedEventRepository + 'static,
 {
     fn slot(&self, aggregate_id: &str) -> Arc<Slot<A>> {
         self.slots
@@ -429,7 +426,7 @@ where
         };
         let newer = self
             .repository
-            .get_last_events::<A>(aggregate_id, sequence)
+            .events_after::<A>(aggregate_id, sequence)
             .await
             .map_err(persistence)?;
         for event in newer {

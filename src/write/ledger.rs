@@ -15,7 +15,6 @@ use aggregates::subscription::Subscription;
 use aggregates::tenant::Tenant;
 use aggregates::user::User;
 use aggregates::CommercialRules;
-use cqrs_es::persist::PersistedEventRepository;
 use cqrs_es::Aggregate;
 use tracing::warn;
 
@@ -50,35 +49,34 @@ pub struct Landed {
     pub position: i64,
 }
 
-/// Every aggregate of the domain over one event repository.
-pub struct Ledger<R: PersistedEventRepository> {
+/// Every aggregate of the domain over the store.
+pub struct Ledger {
     store: Store,
     commits: Arc<tokio::sync::watch::Sender<u64>>,
-    tenants: Executor<Tenant, R>,
-    subscriptions: Executor<Subscription, R>,
-    users: Executor<User, R>,
-    catalog: Executor<CatalogAggregate, R>,
-    resellers: Executor<Reseller, R>,
-    billing_profiles: Executor<BillingProfile, R>,
+    tenants: Executor<Tenant>,
+    subscriptions: Executor<Subscription>,
+    users: Executor<User>,
+    catalog: Executor<CatalogAggregate>,
+    resellers: Executor<Reseller>,
+    billing_profiles: Executor<BillingProfile>,
 }
 
-impl<R: PersistedEventRepository + 'static> Ledger<R> {
-    /// Builds the ledger; `repository` makes one repository per aggregate type.
-    pub fn new(store: Store, rules: CommercialRules, repository: impl Fn() -> R) -> Self {
+impl Ledger {
+    /// The ledger over `store`.
+    pub fn new(store: Store, rules: CommercialRules) -> Self {
         let commits = Arc::new(tokio::sync::watch::channel(0).0);
         Self {
             tenants: Executor::new(
-                repository(),
                 store.clone(),
                 rules,
                 Some(tenant_snapshot_interval),
                 commits.clone(),
             ),
-            subscriptions: Executor::new(repository(), store.clone(), rules, None, commits.clone()),
-            users: Executor::new(repository(), store.clone(), rules, None, commits.clone()),
-            catalog: Executor::new(repository(), store.clone(), (), None, commits.clone()),
-            resellers: Executor::new(repository(), store.clone(), (), None, commits.clone()),
-            billing_profiles: Executor::new(repository(), store.clone(), (), None, commits.clone()),
+            subscriptions: Executor::new(store.clone(), rules, None, commits.clone()),
+            users: Executor::new(store.clone(), rules, None, commits.clone()),
+            catalog: Executor::new(store.clone(), (), None, commits.clone()),
+            resellers: Executor::new(store.clone(), (), None, commits.clone()),
+            billing_profiles: Executor::new(store.clone(), (), None, commits.clone()),
             store,
             commits,
         }
@@ -278,10 +276,19 @@ impl<R: PersistedEventRepository + 'static> Ledger<R> {
     }
 }
 
-impl<R: PersistedEventRepository> Ledger<R> {
+impl Ledger {
     /// The position of the newest event in the log (0 when empty).
     pub async fn log_end(&self) -> Result<i64, LedgerError> {
         self.store.log_end().await.map_err(store_error)
+    }
+
+    /// The log position a command's response reports: of its last event, or, when it decided
+    /// nothing, the log's current end (what a reader must have seen to see the unchanged state).
+    pub async fn position_after(&self, landed: Option<&Landed>) -> Result<i64, LedgerError> {
+        match landed {
+            Some(landed) => Ok(landed.position),
+            None => self.log_end().await,
+        }
     }
 }
 

@@ -7,12 +7,14 @@
 //! - `cache`: the most recently used aggregates of each type, kept in memory.
 //! - [`snapshot`]: snapshots of long streams, streamed through COPY on PostgreSQL.
 //! - [`append`]: the one statement that appends a batch and returns its positions.
+//! - `repository`: cqrs-es's event repository of the store's backend.
 
 pub mod append;
 mod cache;
 mod error;
 mod executor;
 pub mod ledger;
+mod repository;
 pub mod snapshot;
 
 pub use error::{LedgerError, Metadata};
