@@ -1,7 +1,7 @@
 //! `docs/events.md`, the event contract for downstream services, generated from the Rust types:
 //! the envelope's JSON Schema from [`CloudEvent`], each event's `data` schema from its event
 //! enum (its doc comments become the descriptions), each version from the enum's
-//! `EVENT_VERSION` (what `event_version()` records). `tests/events_doc.rs` fails when the file
+//! `EVENT_VERSION` (what `event_version()` records). `tests/integration/events_doc.rs` fails when the file
 //! falls behind [`render`]; `SEATLEDGER_WRITE_DOCS=1 cargo test --test events_doc` rewrites it.
 
 use std::fmt::Write as _;

@@ -12,13 +12,12 @@
 //! then wait in the server, visible in `pg_stat_activity`), on SQLite by holding the pool's only
 //! connection.
 
-mod support;
-
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::support::{fresh_store, Backend, FreshStore};
 use aggregates::catalog::{default_catalog, offers, Offer};
 use aggregates::personal::{PrincipalFingerprint, SealedDetails};
 use aggregates::policy::FollowUp;
@@ -33,7 +32,6 @@ use seatledger::write::ledger::{Landed, LedgerError, Metadata, TENANT_SNAPSHOT_E
 use seatledger::Ledger;
 use serde_json::Value;
 use sqlx::Connection;
-use support::{fresh_store, Backend, FreshStore};
 use uuid::Uuid;
 
 type Outcome = Result<Option<Landed>, LedgerError>;
@@ -823,7 +821,7 @@ async fn two_instances_race(backend: Backend) {
         // For the report: the transactions rolled back are (nearly all) lost races, absorbed.
         pool.close().await;
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let mut admin = sqlx::PgConnection::connect(support::POSTGRES_ADMIN_URL)
+        let mut admin = sqlx::PgConnection::connect(crate::support::POSTGRES_ADMIN_URL)
             .await
             .unwrap();
         let (rollbacks,): (i64,) =
@@ -1004,6 +1002,17 @@ const CANCEL_SEATS: usize = 50;
 /// busy. Afterwards the cache, a fresh ledger and the log agree, later commands work on that
 /// state, and each abandoned command is in the log once or not at all.
 async fn cancelled_callers(backend: Backend) {
+    for _ in 0..5 {
+        if cancelled_callers_once(backend).await {
+            return;
+        }
+    }
+    panic!("in 5 rounds no caller went away: the scenario never arose");
+}
+
+/// One round of [`cancelled_callers`]; `false` when no caller went away (on a loaded machine
+/// every batch can finish within its caller's first poll), so nothing was tested.
+async fn cancelled_callers_once(backend: Backend) -> bool {
     // The last user is a bystander that no command gives a seat.
     let books = books(
         backend,
@@ -1044,7 +1053,13 @@ async fn cancelled_callers(backend: Backend) {
         }
         tokio::time::sleep(Duration::from_micros(300)).await;
     }
-    assert!(!abandoned.is_empty(), "no caller went away");
+    if abandoned.is_empty() {
+        for task in busy {
+            let _ = task.await;
+        }
+        books.remove().await;
+        return false;
+    }
     for task in busy {
         let outcome = task.await.unwrap();
         assert!(
@@ -1136,6 +1151,7 @@ async fn cancelled_callers(backend: Backend) {
         landed_later
     );
     books.remove().await;
+    true
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

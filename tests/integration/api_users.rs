@@ -1,14 +1,11 @@
 //! Users over HTTP: personal data sealed, principal names unique, licences all or nothing,
 //! delete and restore with their window, password resets that leave no trace of the password.
 
-mod support;
-
+use crate::support::{spawn_app_with, Backend, TestApp};
+use aggregates::catalog::offers::BUSINESS_PREMIUM;
 use reqwest::{Method, StatusCode};
 use seatledger::store::Store;
 use serde_json::{json, Value};
-use support::{spawn_app_with, Backend, TestApp};
-
-const BUSINESS_PREMIUM: &str = "031c9e47-4802-4248-838e-778fb1d2cc05";
 
 async fn call(
     app: &TestApp,
@@ -65,31 +62,42 @@ async fn everything_stored(store: &Store) -> String {
     all
 }
 
-/// Everything the service logs in this test binary, at every level, to search for secrets.
-fn captured_logs() -> &'static std::sync::Mutex<Vec<u8>> {
-    static LOGS: std::sync::OnceLock<std::sync::Mutex<Vec<u8>>> = std::sync::OnceLock::new();
-    LOGS.get_or_init(|| {
-        struct Writer;
-        impl std::io::Write for Writer {
-            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-                captured_logs().lock().unwrap().extend_from_slice(bytes);
-                Ok(bytes.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::TRACE)
-            .with_writer(|| Writer)
-            .json()
-            .init();
-        std::sync::Mutex::new(Vec::new())
-    })
+/// A log sink shared with the test.
+#[derive(Clone, Default)]
+struct CapturedLogs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for CapturedLogs {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl CapturedLogs {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Everything the service logs during this test, at every level, to search for secrets: the
+/// test runs on a current-thread runtime, so the service's tasks all log on this thread, into
+/// this thread's subscriber (other tests of the binary keep theirs).
+fn capture_logs() -> (tracing::subscriber::DefaultGuard, CapturedLogs) {
+    let logs = CapturedLogs::default();
+    let sink = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || sink.clone())
+        .json()
+        .finish();
+    (tracing::subscriber::set_default(subscriber), logs)
 }
 
 async fn users(backend: Backend) {
-    captured_logs();
+    let (_logging, captured) = capture_logs();
     let app = spawn_app_with(backend, true).await;
     let admin = app.admin_token.clone();
     let (profile_id, tenant_id) = app.billing_profile_and_contoso().await;
@@ -369,7 +377,7 @@ async fn users(backend: Backend) {
         !stored.contains(&password),
         "the temporary password was stored"
     );
-    let logs = String::from_utf8_lossy(&captured_logs().lock().unwrap()).into_owned();
+    let logs = captured.text();
     assert!(
         logs.contains(&megan_id) || logs.contains("reset-password"),
         "the logs were captured"

@@ -1,10 +1,8 @@
 //! Health, authentication, tokens and the catalog over HTTP, on both backends.
 
-mod support;
-
+use crate::support::{spawn_app, Backend};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use support::{spawn_app, Backend};
 
 async fn problem(response: reqwest::Response, status: StatusCode, code: &str) -> Value {
     assert_eq!(response.status(), status);
@@ -228,7 +226,7 @@ async fn basics(backend: Backend) {
 /// The sandbox clock refuses a step it cannot take (422 naming the field) and goes on working;
 /// seat counts stop at the subscription's limit instead of wrapping.
 async fn bounds(backend: Backend) {
-    let app = support::spawn_app_with(backend, true).await;
+    let app = crate::support::spawn_app_with(backend, true).await;
     let admin = app.admin_token.clone();
     for body in [
         json!({"advance_seconds": 10_000_000_000_000i64}),
@@ -332,7 +330,7 @@ async fn health_auth_tokens_and_catalog_on_sqlite() {
 #[tokio::test]
 async fn a_connection_that_dribbles_its_headers_is_closed_at_the_deadline() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let app = support::spawn_app_configured(Backend::Sqlite, |settings| {
+    let app = crate::support::spawn_app_configured(Backend::Sqlite, |settings| {
         settings.header_read_timeout_seconds = 2;
     })
     .await;

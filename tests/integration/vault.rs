@@ -1,12 +1,10 @@
 //! Personal data is sealed under per-user keys and unreadable once the key is shredded.
 
-mod support;
-
+use crate::support::{fresh_store, Backend};
 use aggregates::personal::PersonalDetails;
 use aggregates::values::{Location, PersonName, UserPrincipalName};
 use seatledger::store::Store;
 use seatledger::vault::{Vault, VaultError};
-use support::{fresh_store, Backend};
 use uuid::Uuid;
 
 fn details() -> PersonalDetails {

@@ -1,11 +1,9 @@
 //! `seatledger demo` fills a fresh store with a realistic partner, and refuses a used store.
 
-mod support;
-
+use crate::support::{fresh_store, Backend};
 use aggregates::tenant::MemberStatus;
 use aggregates::user::UserStatus;
 use clap::Parser;
-use support::{fresh_store, Backend};
 
 #[derive(Parser)]
 struct Args {

@@ -3,14 +3,12 @@
 //! whatever characters its text holds; the newest snapshot wins, and a second one of the same
 //! sequence is left out.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::support::{fresh_store, Backend};
 use seatledger::store::Store;
 use seatledger::write::snapshot::{Found, PART};
-use support::{fresh_store, Backend};
 
 /// A state whose JSON is several parts long, with text that needs escaping in COPY (tabs,
 /// newlines, backslashes), in JSON (quotes, control characters) and multi-byte characters

@@ -2,20 +2,18 @@
 //! the live one; rows tampered with in the live table are each named, in process and by the
 //! command line (which exits non-zero on a difference and says "verified" otherwise).
 
-mod support;
-
+use aggregates::catalog::offers::{
+    BUSINESS_PREMIUM, ENTERPRISE_E3 as E3, EXCHANGE_ONLINE_ARCHIVING as ARCHIVING,
+};
 use std::collections::BTreeSet;
 
+use crate::support::{spawn_app, Backend, TestApp};
 use reqwest::{Method, StatusCode};
 use seatledger::read::{Difference, DifferenceKind};
 use seatledger::store::Store;
 use serde_json::{json, Value};
-use support::{spawn_app, Backend, TestApp};
 
-const BUSINESS_PREMIUM: &str = "031c9e47-4802-4248-838e-778fb1d2cc05";
-const ARCHIVING: &str = "2828be95-46ba-4f91-b2fd-0bef192ecf60";
 const PHONE_SYSTEM: &str = "4260988e-990d-479c-ae7b-f01ce8e1bb4d";
-const E3: &str = "796b6b5f-613c-4e24-a17c-eba730d49c02";
 
 /// What the workload made that the tests tamper with.
 struct Workload {

@@ -2,15 +2,13 @@
 //! closes (not a moment before), never after a restore, and exactly once even when the service
 //! restarts between the delete and the deadline.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::{spawn_app_with, Backend, TestApp};
 use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
 use seatledger::store::Store;
 use serde_json::{json, Value};
-use support::{spawn_app_with, Backend, TestApp};
 
 const DAY: i64 = 24 * 3600;
 const HOUR: i64 = 3600;

@@ -1,12 +1,10 @@
 //! Idempotency-Key: a retried POST returns the first response and writes nothing new.
 
-mod support;
-
-use reqwest::{Method, StatusCode};
-use serde_json::{json, Value};
-use support::{
+use crate::support::{
     spawn_app, spawn_app_behind, spawn_app_with, Backend, PrivateCluster, StoreOutage, TestApp,
 };
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
 
 async fn post_with_key(
     app: &TestApp,

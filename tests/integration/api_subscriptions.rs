@@ -1,16 +1,13 @@
 //! Subscriptions over HTTP: purchase rules, seats and their windows on the sandbox clock,
 //! lifecycle, billing profiles, scopes.
 
-mod support;
-
+use crate::support::{spawn_app_with, Backend, TestApp};
+use aggregates::catalog::offers::{
+    BUSINESS_PREMIUM, ENTERPRISE_E1 as E1, ENTERPRISE_E3 as E3,
+    EXCHANGE_ONLINE_ARCHIVING as ARCHIVING,
+};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use support::{spawn_app_with, Backend, TestApp};
-
-const BUSINESS_PREMIUM: &str = "031c9e47-4802-4248-838e-778fb1d2cc05";
-const ARCHIVING: &str = "2828be95-46ba-4f91-b2fd-0bef192ecf60";
-const E1: &str = "91fd106f-4b2c-4938-95ac-f54f74e9a239";
-const E3: &str = "796b6b5f-613c-4e24-a17c-eba730d49c02";
 
 async fn call(
     app: &TestApp,
@@ -350,7 +347,7 @@ async fn subscriptions_over_http_on_sqlite() {
 
 #[tokio::test]
 async fn the_sandbox_clock_route_is_absent_without_the_flag() {
-    let app = support::spawn_app(Backend::Sqlite).await;
+    let app = crate::support::spawn_app(Backend::Sqlite).await;
     let (status, body) = call(
         &app,
         Method::POST,

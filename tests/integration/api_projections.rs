@@ -2,15 +2,11 @@
 //! clock, invoices with their monthly charges and prorations to the cent, a tenant's
 //! subscriptions, and the consumers' lag in /readyz.
 
-mod support;
-
+use crate::support::{spawn_app_with, Backend, TestApp};
+use aggregates::catalog::offers::{BUSINESS_PREMIUM, EXCHANGE_ONLINE_ARCHIVING as ARCHIVING};
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use support::{spawn_app_with, Backend, TestApp};
-
-const BUSINESS_PREMIUM: &str = "031c9e47-4802-4248-838e-778fb1d2cc05";
-const ARCHIVING: &str = "2828be95-46ba-4f91-b2fd-0bef192ecf60";
 
 async fn call(
     app: &TestApp,
@@ -710,7 +706,7 @@ async fn a_transaction_in_another_database_does_not_stall_the_projections_on_pos
 
     // Another application's transaction, in the cluster's `postgres` database, that has
     // written something (so it holds a transaction id).
-    let mut elsewhere = sqlx::PgConnection::connect(support::POSTGRES_ADMIN_URL)
+    let mut elsewhere = sqlx::PgConnection::connect(crate::support::POSTGRES_ADMIN_URL)
         .await
         .expect("PostgreSQL reachable");
     let mut transaction = elsewhere.begin().await.unwrap();

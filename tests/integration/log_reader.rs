@@ -4,13 +4,12 @@
 //! resumes without losing or repeating an event, and two runners of one projection racing over
 //! the same checkpoint never both apply a batch.
 
-mod support;
-
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::support::{fresh_store, Backend};
 use aggregates::catalog::{default_catalog, offers};
 use aggregates::personal::{PrincipalFingerprint, SealedDetails};
 use aggregates::policy::FollowUp;
@@ -30,7 +29,6 @@ use seatledger::store::{PlanKind, Store};
 use seatledger::write::ledger::Metadata;
 use seatledger::Ledger;
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use support::{fresh_store, Backend};
 use uuid::Uuid;
 
 // ---------------------------------------------------------------------------------------------

@@ -1,10 +1,8 @@
 //! Resellers, billing profiles and tenants over HTTP: creation, reads, validation and scopes.
 
-mod support;
-
+use crate::support::{spawn_app, Backend, TestApp};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use support::{spawn_app, Backend, TestApp};
 
 async fn post(app: &TestApp, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
     let response = app

@@ -11,11 +11,14 @@
 //! After changing an event, regenerate the document with
 //! `SEATLEDGER_WRITE_DOCS=1 cargo test --test events_doc` and commit it with the change.
 
-mod support;
-
+use aggregates::catalog::offers::{
+    BUSINESS_PREMIUM, ENTERPRISE_E1 as E1, ENTERPRISE_E3 as E3,
+    EXCHANGE_ONLINE_ARCHIVING as ARCHIVING,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+use crate::support::{spawn_app_with, Backend, TestApp};
 use aggregates::catalog::{default_offers, CatalogEvent};
 use aggregates::party::{BillingProfileEvent, ResellerEvent};
 use aggregates::personal::{PrincipalFingerprint, ResetNotice, SealedDetails};
@@ -32,7 +35,6 @@ use reqwest::{Method, StatusCode};
 use seatledger::events_doc;
 use seatledger::feed::envelope;
 use serde_json::{json, Value};
-use support::{spawn_app_with, Backend, TestApp};
 use uuid::Uuid;
 
 const REGENERATE: &str = "SEATLEDGER_WRITE_DOCS=1 cargo test --test events_doc";
@@ -517,10 +519,6 @@ fn the_documented_types_are_those_of_real_values() {
 // (c) A real workload
 // ---------------------------------------------------------------------------------------------
 
-const BUSINESS_PREMIUM: &str = "031c9e47-4802-4248-838e-778fb1d2cc05";
-const ARCHIVING: &str = "2828be95-46ba-4f91-b2fd-0bef192ecf60";
-const E1: &str = "91fd106f-4b2c-4938-95ac-f54f74e9a239";
-const E3: &str = "796b6b5f-613c-4e24-a17c-eba730d49c02";
 const DAY: i64 = 24 * 3600;
 
 struct Workload<'a> {

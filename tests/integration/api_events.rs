@@ -3,20 +3,18 @@
 //! `events` table, cursors and `has_more` as documented, no skip under concurrent commits, the
 //! scopes of every role, validation, resuming with `Last-Event-ID`, and shutdown with open streams.
 
-mod support;
-
+use aggregates::catalog::offers::BUSINESS_PREMIUM;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::support::{spawn_app, Backend, TestApp};
 use reqwest::header::CONTENT_TYPE;
 use reqwest::{Method, StatusCode};
 use seatledger::store::Store;
 use serde_json::{json, Value};
-use support::{spawn_app, Backend, TestApp};
 use tokio::time::Instant;
 
-const BUSINESS_PREMIUM: &str = "031c9e47-4802-4248-838e-778fb1d2cc05";
 /// The tenants of [`world`]: the first reseller's, the second reseller's, and a direct one.
 const DOMAINS: [&str; 3] = [
     "alpha.onmicrosoft.com",
@@ -353,7 +351,7 @@ fn assert_envelope(event: &Value, row: &Row, tenant: Option<&str>) {
     );
     for key in event.as_object().expect("an envelope object").keys() {
         assert!(
-            support::ENVELOPE_ATTRIBUTES.contains(&key.as_str()),
+            crate::support::ENVELOPE_ATTRIBUTES.contains(&key.as_str()),
             "unknown attribute {key}: {what}"
         );
     }

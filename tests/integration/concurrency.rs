@@ -1,12 +1,10 @@
 //! Many clients assigning licences of one tenant at once never get more seats than exist.
 
-mod support;
-
+use crate::support::{spawn_app, Backend};
+use aggregates::catalog::offers::BUSINESS_PREMIUM;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use support::{spawn_app, Backend};
 
-const BUSINESS_PREMIUM: &str = "031c9e47-4802-4248-838e-778fb1d2cc05";
 const SEATS: i64 = 10;
 const CLIENTS: usize = 32;
 

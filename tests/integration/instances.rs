@@ -2,18 +2,16 @@
 //! the background work runs on one at a time and moves to a survivor when its holder crashes,
 //! timers fire once however many schedulers stand by, and the sandbox time is one for all.
 
-mod support;
-
+use aggregates::catalog::offers::BUSINESS_PREMIUM;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::support::{spawn_app_with, Backend, TestApp, POSTGRES_ADMIN_URL};
 use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
 use seatledger::store::Store;
 use serde_json::{json, Value};
-use support::{spawn_app_with, Backend, TestApp, POSTGRES_ADMIN_URL};
 
-const BUSINESS_PREMIUM: &str = "031c9e47-4802-4248-838e-778fb1d2cc05";
 const DAY: i64 = 24 * 3600;
 /// Long enough for a scheduler (polling every 200 ms) to have looked several times.
 const SCHEDULER_GRACE: Duration = Duration::from_millis(1500);

@@ -2,15 +2,11 @@
 //! say), all others get 403 or 404; a customer token never sees another tenant. Also: the OpenAPI
 //! description and the router list the same routes.
 
-mod support;
-
+use crate::support::{spawn_app_with, Backend, TestApp};
+use aggregates::catalog::offers::{BUSINESS_PREMIUM, ENTERPRISE_E3 as E3};
 use reqwest::{Method, StatusCode};
 use seatledger::http::openapi::ROUTES;
 use serde_json::{json, Value};
-use support::{spawn_app_with, Backend, TestApp};
-
-const BUSINESS_PREMIUM: &str = "031c9e47-4802-4248-838e-778fb1d2cc05";
-const E3: &str = "796b6b5f-613c-4e24-a17c-eba730d49c02";
 
 struct World {
     reseller_id: String,

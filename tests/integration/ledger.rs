@@ -2,8 +2,7 @@
 //! an event id and an instant; follow-ups run to completion; the timers projection schedules
 //! from the log.
 
-mod support;
-
+use crate::support::{fresh_store, Backend};
 use aggregates::catalog::{default_catalog, offers};
 use aggregates::personal::{PrincipalFingerprint, SealedDetails};
 use aggregates::policy::FollowUp;
@@ -18,7 +17,6 @@ use chrono::{TimeZone, Utc};
 use seatledger::store::Store;
 use seatledger::write::ledger::Metadata;
 use seatledger::Ledger;
-use support::{fresh_store, Backend};
 use uuid::Uuid;
 
 async fn log_columns(store: &Store) -> Vec<(i64, String, String)> {

@@ -5,12 +5,14 @@
 //! checkpoint. Each test has its own database and its own stream (`private_stream_settings`)
 //! or its own `nats-server`.
 
-mod support;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use crate::support::{
+    nats_client, private_stream_settings, spawn_app, spawn_app_with_nats, Backend, TestApp,
+    NATS_URL,
+};
 use aggregates::catalog::offers::{BUSINESS_PREMIUM, EXCHANGE_ONLINE_ARCHIVING};
 use async_nats::jetstream::{self, message::StreamMessage, stream};
 use chrono::{DateTime, Utc};
@@ -21,10 +23,6 @@ use seatledger::log::Checkpoint;
 use seatledger::store::Store;
 use seatledger::workers::PROCESS_MANAGER;
 use serde_json::{json, Value};
-use support::{
-    nats_client, private_stream_settings, spawn_app, spawn_app_with_nats, Backend, TestApp,
-    NATS_URL,
-};
 
 /// Publisher log lines show up with a failing test's output (`RUST_LOG` overrides).
 fn init_tracing() {
@@ -429,7 +427,7 @@ async fn assert_feed_matches_log(
             .unwrap_or_else(|| panic!("{at}: an object"));
         for key in fields.keys() {
             assert!(
-                support::ENVELOPE_ATTRIBUTES.contains(&key.as_str()),
+                crate::support::ENVELOPE_ATTRIBUTES.contains(&key.as_str()),
                 "{at}: unexpected envelope field {key}"
             );
         }

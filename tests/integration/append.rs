@@ -2,11 +2,9 @@
 //! it reports each event's log position, and a sequence already taken fails the whole batch
 //! as a conflict, writing nothing.
 
-mod support;
-
+use crate::support::{fresh_store, Backend};
 use seatledger::store::Store;
 use seatledger::write::append::{AppendError, NewEvent};
-use support::{fresh_store, Backend};
 
 fn event(sequence: i64, n: u32) -> NewEvent {
     NewEvent {

@@ -1,12 +1,9 @@
 //! Licence availability, user lists and histories over HTTP, with who/when/why in the history.
 
-mod support;
-
+use crate::support::{spawn_app, Backend, TestApp};
+use aggregates::catalog::offers::BUSINESS_PREMIUM;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
-use support::{spawn_app, Backend, TestApp};
-
-const BUSINESS_PREMIUM: &str = "031c9e47-4802-4248-838e-778fb1d2cc05";
 
 /// Reads wait (`?min_position=`) for what the test wrote before: projections are eventually
 /// consistent.
