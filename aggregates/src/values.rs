@@ -58,7 +58,7 @@ macro_rules! parsed_string_serde {
 }
 
 /// Implements `JsonSchema` for a type that serialises to a JSON string: `$json` describes that
-/// string with the constraints the type's `parse` enforces (`tests/events_doc.rs` checks them
+/// string with the constraints the type's `parse` enforces (`tests/integration/events_doc.rs` checks them
 /// against the parsers and validates real events against them).
 macro_rules! string_json_schema {
     ($ty:ty, $name:literal, $json:tt) => {
