@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::store::Store;
 
-/// What a token may do (API.md's roles).
+/// What a token may do (docs/API.md's roles).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {

@@ -152,6 +152,7 @@ impl LogTail {
     }
 
     /// Reads one batch past the head, wraps it and broadcasts it; how many events it read.
+    #[tracing::instrument(name = "live tail batch", skip_all)]
     async fn step(&self) -> Result<usize, FeedError> {
         let from = *self.head.lock().unwrap_or_else(PoisonError::into_inner);
         let stored = self

@@ -17,8 +17,8 @@ use axum::Router;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::trace::TraceLayer;
 use tracing::info;
+use tracing::Instrument;
 
 use crate::auth::{Principal, Tokens};
 use crate::clock::Clock;
@@ -247,7 +247,27 @@ async fn with_request_context(
         request_id: request_id.clone(),
         idempotency_attempt: None,
     };
-    let mut response = REQUEST.scope(context, next.run(request)).await;
+    let method = request.method().clone();
+    // The route as declared (`/v1/users/{user_id}`), never the path: no ids in the access log.
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "(no route)".to_owned(), |path| path.as_str().to_owned());
+    let span = tracing::info_span!("request", %request_id, %method, %route);
+    let started = std::time::Instant::now();
+    let mut response = REQUEST
+        .scope(context, next.run(request))
+        .instrument(span.clone())
+        .await;
+    let status = response.status().as_u16();
+    let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+    // One line per request (never a token: only the route, status and ids). A client's own
+    // 4xx or a position not reached yet is its business, not the operator's alarm.
+    span.in_scope(|| match status {
+        500 => tracing::error!(status, latency_ms, "request failed"),
+        503 => tracing::warn!(status, latency_ms, "request answered unavailable"),
+        _ => tracing::info!(status, latency_ms, "request"),
+    });
     if let Ok(value) = header::HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", value);
     }
@@ -337,7 +357,6 @@ pub fn router(state: AppState) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_as_problem,
         ))
-        .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
 

@@ -154,6 +154,7 @@ impl ProjectionRunner {
 /// Takes the same batch of events into several projections at once — read and decoded once,
 /// written with every checkpoint in one transaction — for runners that stand at the same
 /// checkpoint (a replay rebuilding them all side by side).
+#[tracing::instrument(name = "consumer batch", skip_all, fields(consumer = runners.first().map(|runner| runner.consumer.as_str()), projections = runners.len(), limit))]
 pub async fn step_together(
     store: &Store,
     runners: &[ProjectionRunner],
@@ -183,6 +184,16 @@ pub async fn step_together(
 /// The rows are read before the write and outside its transaction: the checkpoint's
 /// compare-and-set makes that safe, since whoever else writes these rows (another instance, a
 /// replay's swap) moves the checkpoint too, and then nothing of this batch is written.
+#[tracing::instrument(
+    name = "consumer batch",
+    skip_all,
+    fields(
+        consumer = runners.first().map(|runner| runner.consumer.as_str()),
+        projections = runners.len(),
+        from = from.position,
+        limit,
+    )
+)]
 pub async fn step_together_from(
     store: &Store,
     runners: &[ProjectionRunner],

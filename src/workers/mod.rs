@@ -13,7 +13,7 @@ use aggregates::user::UserEvent;
 use projections::DomainEvent;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument};
 
 use crate::clock::Clock;
 use crate::feed::publisher::{Publisher, PUBLISHER};
@@ -254,7 +254,10 @@ async fn run(
                 checked = tokio::time::Instant::now();
             }
             let started = tokio::time::Instant::now();
-            match work.step().await {
+            let step = work
+                .step()
+                .instrument(tracing::debug_span!("worker step", worker = %name));
+            match step.await {
                 Ok(Stepped::Full) => failures = 0,
                 Ok(found) => {
                     failures = 0;

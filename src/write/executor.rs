@@ -240,6 +240,11 @@ where
         Ok(aggregate)
     }
 
+    #[tracing::instrument(
+        name = "command batch",
+        skip_all,
+        fields(aggregate = A::TYPE, aggregate_id, commands = batch.len())
+    )]
     async fn run_batch(
         &self,
         aggregate_id: &str,

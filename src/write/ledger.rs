@@ -92,6 +92,15 @@ impl Ledger {
     /// reader waiting for that position sees the follow-ups' effects too. Only the first
     /// command's refusal is returned; a failing follow-up is logged and left to the durable
     /// process-manager consumer, which re-runs follow-ups from the log.
+    #[tracing::instrument(
+        name = "command",
+        skip_all,
+        fields(
+            aggregate = aggregate_of(&command).0,
+            aggregate_id = %aggregate_of(&command).1,
+            request_id = metadata.get("request_id").map_or("", String::as_str),
+        )
+    )]
     pub async fn dispatch(
         &self,
         command: FollowUp,
@@ -289,6 +298,19 @@ impl Ledger {
             Some(landed) => Ok(landed.position),
             None => self.log_end().await,
         }
+    }
+}
+
+/// The aggregate a command addresses, for its span (never the command itself: it may carry
+/// sealed personal data).
+fn aggregate_of(command: &FollowUp) -> (&'static str, String) {
+    match command {
+        FollowUp::Tenant { tenant_id, .. } => ("tenant", tenant_id.to_string()),
+        FollowUp::Subscription {
+            subscription_id, ..
+        } => ("subscription", subscription_id.to_string()),
+        FollowUp::User { user_id, .. } => ("user", user_id.to_string()),
+        FollowUp::Schedule(_) | FollowUp::Cancel { .. } => ("timer", String::new()),
     }
 }
 

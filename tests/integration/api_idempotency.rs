@@ -490,10 +490,7 @@ async fn keyed_commands_across_an_outage(
 /// The network to PostgreSQL drops (open connections cut, new ones refused) and comes back.
 #[tokio::test]
 async fn a_store_outage_answers_503_and_keyed_retries_land_exactly_once() {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter("warn")
-        .try_init();
+    crate::support::captured_logs();
     let outage = std::sync::Arc::new(StoreOutage::start().await);
     let app = spawn_app_behind(&outage).await;
     let (cut, restore) = (outage.clone(), outage.clone());

@@ -24,17 +24,9 @@ use seatledger::store::Store;
 use seatledger::workers::PROCESS_MANAGER;
 use serde_json::{json, Value};
 
-/// Publisher log lines show up with a failing test's output (`RUST_LOG` overrides).
+/// The publisher's log lines are captured with the rest of the binary's.
 fn init_tracing() {
-    static INIT: std::sync::Once = std::sync::Once::new();
-    INIT.call_once(|| {
-        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-            .unwrap_or_else(|_| "seatledger::feed=info,seatledger::workers=warn".into());
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_test_writer()
-            .try_init();
-    });
+    crate::support::captured_logs();
 }
 
 // ---------------------------------------------------------------------------------------------

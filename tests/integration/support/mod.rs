@@ -658,3 +658,45 @@ impl Drop for PrivateCluster {
             .output();
     }
 }
+
+/// What the service logged in this test binary: the service's own lines at every level, other
+/// crates' warnings, as JSON, in memory. A process has one global subscriber; every test that
+/// wants logs asks for this one (the first call installs it), and the secret scan of
+/// `api_users` reads it.
+pub struct CapturedLogs(std::sync::Mutex<Vec<u8>>);
+
+impl CapturedLogs {
+    /// Everything captured so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+struct LogWriter(&'static CapturedLogs);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 .0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The binary's log capture, installed on first use.
+pub fn captured_logs() -> &'static CapturedLogs {
+    static LOGS: std::sync::OnceLock<&'static CapturedLogs> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs: &'static CapturedLogs =
+            Box::leak(Box::new(CapturedLogs(std::sync::Mutex::new(Vec::new()))));
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("seatledger=trace,warn"))
+            .with_writer(move || LogWriter(logs))
+            .json()
+            .finish();
+        tracing::subscriber::set_global_default(subscriber)
+            .expect("only support::captured_logs installs the tests' subscriber");
+        logs
+    })
+}
