@@ -39,7 +39,10 @@ enum Command {
 
 fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // Colour only for a person at a terminal: escape codes do not belong in a log file.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -129,12 +132,29 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Serve(settings) => {
             init_logging(settings.log_format);
+            // The address first: a start that cannot listen fails before it generates a token
+            // nobody would see.
+            let listener = tokio::net::TcpListener::bind(&settings.bind)
+                .await
+                .map_err(|error| {
+                    anyhow::anyhow!(
+                        "cannot listen on {} ({error}); choose another with --bind or SEATLEDGER_BIND",
+                        settings.bind
+                    )
+                })?;
             let (state, generated) = seatledger::start(&settings).await?;
-            if let Some(token) = generated {
-                // Shown once on the terminal, never logged: only its hash is stored.
-                println!("No admin token was configured; generated one (shown only now):\n\n    {token}\n\nSet SEATLEDGER_ADMIN_TOKEN to choose your own.");
+            if let Ok(address) = listener.local_addr() {
+                tracing::info!(%address, "seatledger listening");
             }
-            let listener = tokio::net::TcpListener::bind(&settings.bind).await?;
+            if let Some(token) = generated {
+                // Shown once on the terminal, last, never logged: only its hash is stored.
+                println!(
+                    "\nNo admin token was configured, so one was generated. It is shown only now:\n\n    \
+                     export TOKEN={token}\n\nthen: curl -H \"Authorization: Bearer $TOKEN\" http://{}/v1/offers\n\
+                     Lost it? Start with SEATLEDGER_ADMIN_TOKEN=<a token of your choice> to add one.\n",
+                    listener.local_addr().map_or_else(|_| settings.bind.clone(), |address| address.to_string())
+                );
+            }
             let workers = state.workers.clone();
             seatledger::http::serve(listener, state, shutdown_signal()).await?;
             workers.stop().await;

@@ -6,7 +6,6 @@ pub mod openapi;
 pub mod problem;
 mod routes;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -17,7 +16,6 @@ use axum::Router;
 use serde::de::DeserializeOwned;
 use tokio::net::TcpListener;
 use tower_http::limit::RequestBodyLimitLayer;
-use tracing::info;
 use tracing::Instrument;
 
 use crate::auth::{Principal, Tokens};
@@ -372,8 +370,6 @@ pub async fn serve(
     state: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let address: SocketAddr = listener.local_addr()?;
-    info!(%address, "seatledger listening");
     let header_read_timeout = state.header_read_timeout;
     let closing = state.closing.clone();
     let app = router(state);
