@@ -541,7 +541,7 @@ fn unseal_object_tree<'a>(
                 if let Some(sealed) = object.remove(SEALED_FIELD) {
                     let sealed: SealedDetails =
                         serde_json::from_value(sealed).map_err(|error| {
-                            ApiError::Internal(format!(
+                            ApiError::internal(format!(
                                 "a stored answer's sealed data is unreadable: {error}"
                             ))
                         })?;
@@ -551,7 +551,7 @@ fn unseal_object_tree<'a>(
                             .await
                             .map_err(|error| match error {
                                 crate::vault::VaultError::Store(error) => ApiError::from(error),
-                                other => ApiError::Internal(other.to_string()),
+                                other => ApiError::internal(other),
                             })?;
                     if let Some(Ok(Value::Object(fields))) =
                         opened.map(|bytes| serde_json::from_slice::<Value>(&bytes))
@@ -668,7 +668,7 @@ pub async fn idempotent(State(state): State<AppState>, request: Request, next: N
         Err(failure) => {
             // The attempt panicked: it stays unsettled, so a retry looks before it runs.
             super::REQUEST_PANICS.fetch_add(1, Ordering::Relaxed);
-            ApiError::Internal(format!("an idempotent request failed: {failure}")).into_response()
+            ApiError::internal(format!("an idempotent request failed: {failure}")).into_response()
         }
     }
 }
@@ -685,7 +685,7 @@ async fn settle(state: &AppState, keys: &Keys, attempt: &str, response: Response
     let (parts, body) = response.into_parts();
     let Ok(body) = to_bytes(body, MAX_RESPONSE_BYTES).await else {
         let _ = keys.leave_unsettled(attempt).await;
-        return ApiError::Internal("response too large to keep for Idempotency-Key".into())
+        return ApiError::internal("response too large to keep for Idempotency-Key")
             .into_response();
     };
     let kept = match keepable(&state.vault, &body).await {

@@ -304,7 +304,7 @@ fn panic_as_problem(panic: Box<dyn std::any::Any + Send + 'static>) -> axum::res
         .or_else(|| panic.downcast_ref::<&str>().copied())
         .unwrap_or("a panic without a message");
     REQUEST_PANICS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    ApiError::Internal(format!("request panicked: {message}")).into_response()
+    ApiError::internal(format!("request panicked: {message}")).into_response()
 }
 
 /// Turns the body limit's bare 413 into a problem document like every other error.

@@ -6,6 +6,30 @@ use axum::response::{IntoResponse, Response};
 use tracing::error;
 
 use crate::write::ledger::LedgerError;
+use crate::write::Cause;
+
+/// An error and every error beneath it, `: `-separated: what the logs say of a failure.
+pub fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let next = inner.to_string();
+        // Errors that print their source already (`…: {0}`) are not repeated.
+        if !text.ends_with(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        cause = inner.source();
+    }
+    text
+}
+
+impl ApiError {
+    /// An internal error from any error or message; logged with its causes, never shown.
+    pub fn internal(error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        Self::Internal(crate::write::error_cause(error))
+    }
+}
 
 /// Why a request was not authenticated: the two get different words, so that a client with a
 /// mistyped or revoked token is not told to send one.
@@ -58,9 +82,9 @@ pub enum ApiError {
     /// The service holds its most live feeds already.
     StreamsUnavailable,
     /// The store cannot be reached now: 503 with `Retry-After`, quickly, never a 500.
-    Unavailable(String),
-    /// Something broke inside; logged, never shown.
-    Internal(String),
+    Unavailable(Cause),
+    /// Something broke inside; logged with its chain of causes, never shown.
+    Internal(Cause),
 }
 
 impl From<crate::access::Denied> for ApiError {
@@ -73,7 +97,7 @@ impl From<crate::vault::VaultError> for ApiError {
     fn from(error: crate::vault::VaultError) -> Self {
         match error {
             crate::vault::VaultError::Store(error) => error.into(),
-            other => Self::Internal(other.to_string()),
+            other => Self::internal(other),
         }
     }
 }
@@ -89,8 +113,15 @@ impl From<LedgerError> for ApiError {
         match error {
             LedgerError::Domain(domain) => Self::Domain(domain),
             LedgerError::Conflict => Self::Conflict,
-            LedgerError::Unavailable(message) => Self::Unavailable(message),
-            LedgerError::Store(message) => Self::Internal(message),
+            LedgerError::Unavailable(_) | LedgerError::Store(_) => {
+                let unavailable = matches!(error, LedgerError::Unavailable(_));
+                let cause: Cause = std::sync::Arc::new(error);
+                if unavailable {
+                    Self::Unavailable(cause)
+                } else {
+                    Self::Internal(cause)
+                }
+            }
         }
     }
 }
@@ -107,9 +138,9 @@ impl From<aggregates::values::ParseError> for ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         if crate::store::is_unreachable(&error) {
-            Self::Unavailable(error.to_string())
+            Self::Unavailable(std::sync::Arc::new(error))
         } else {
-            Self::Internal(error.to_string())
+            Self::Internal(std::sync::Arc::new(error))
         }
     }
 }
@@ -263,8 +294,8 @@ impl IntoResponse for ApiError {
                 ),
                 10,
             ),
-            Self::Unavailable(message) => {
-                tracing::warn!(%message, "store unreachable");
+            Self::Unavailable(cause) => {
+                tracing::warn!(error = %chain(&*cause), "store unreachable");
                 let mut response = problem(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "store_unavailable",
@@ -277,8 +308,8 @@ impl IntoResponse for ApiError {
                 );
                 response
             }
-            Self::Internal(message) => {
-                error!(%message, "internal error");
+            Self::Internal(cause) => {
+                error!(error = %chain(&*cause), "internal error");
                 problem(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal_error",
@@ -287,5 +318,24 @@ impl IntoResponse for ApiError {
                 )
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_internal_error_is_logged_with_every_cause_once() {
+        let refused =
+            std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let failure = LedgerError::Store(std::sync::Arc::new(refused));
+        assert_eq!(chain(&failure), "event store failure: connection refused");
+        // A cause already in its error's own words is not repeated.
+        let store = crate::log::ConsumerError::Store(sqlx::Error::PoolTimedOut);
+        assert_eq!(
+            chain(&store),
+            format!("store failure: {}", sqlx::Error::PoolTimedOut)
+        );
     }
 }

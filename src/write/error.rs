@@ -1,13 +1,23 @@
 //! The write side's one error type, and the metadata every event carries.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use aggregates::DomainError;
 use cqrs_es::AggregateError;
 use thiserror::Error;
 
+/// The cause of a failure, kept for the logs (shared: one batch's failure answers every
+/// command in it).
+pub type Cause = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A cause from any error or message.
+pub fn cause(error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Cause {
+    Arc::from(error.into())
+}
+
 /// Why a command did not happen.
-#[derive(Debug, Error)]
+#[derive(Debug, Clone, Error)]
 pub enum LedgerError {
     /// A rule of the domain refused it.
     #[error(transparent)]
@@ -17,21 +27,26 @@ pub enum LedgerError {
     Conflict,
     /// The store could not be reached (or is not taking work now): the command may be
     /// retried once it is back.
-    #[error("event store unreachable: {0}")]
-    Unavailable(String),
-    /// The store failed.
-    #[error("event store failure: {0}")]
-    Store(String),
+    #[error("event store unreachable")]
+    Unavailable(#[source] Cause),
+    /// The store failed, or what it holds could not be read.
+    #[error("event store failure")]
+    Store(#[source] Cause),
 }
 
 impl LedgerError {
     /// A store error, told apart by whether the store could be reached at all.
     pub fn from_store(error: sqlx::Error) -> Self {
         if crate::store::is_unreachable(&error) {
-            Self::Unavailable(error.to_string())
+            Self::Unavailable(Arc::new(error))
         } else {
-            Self::Store(error.to_string())
+            Self::Store(Arc::new(error))
         }
+    }
+
+    /// A failure of the store, or of what it holds, described by `error`.
+    pub fn store(error: impl Into<Box<dyn std::error::Error + Send + Sync + 'static>>) -> Self {
+        Self::Store(cause(error))
     }
 }
 
@@ -40,11 +55,11 @@ impl From<AggregateError<DomainError>> for LedgerError {
         match error {
             AggregateError::UserError(domain) => Self::Domain(domain),
             AggregateError::AggregateConflict => Self::Conflict,
-            AggregateError::DatabaseConnectionError(error) => Self::Unavailable(error.to_string()),
+            AggregateError::DatabaseConnectionError(error) => Self::Unavailable(Arc::from(error)),
             AggregateError::UnexpectedError(error) if crate::store::is_unreachable_dyn(&*error) => {
-                Self::Unavailable(error.to_string())
+                Self::Unavailable(Arc::from(error))
             }
-            other => Self::Store(other.to_string()),
+            other => Self::store(other),
         }
     }
 }

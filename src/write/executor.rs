@@ -162,8 +162,8 @@ where
             }
         });
         answer.await.unwrap_or_else(|_| {
-            Err(LedgerError::Store(
-                "the command's batch ended without an answer".into(),
+            Err(LedgerError::store(
+                "the command's batch ended without an answer",
             ))
         })
     }
@@ -271,19 +271,7 @@ where
                     check_first = true;
                 }
                 Err(error) => {
-                    let message = error.to_string();
-                    break commands
-                        .iter()
-                        .map(|_| {
-                            Err(match &error {
-                                LedgerError::Conflict => LedgerError::Conflict,
-                                LedgerError::Unavailable(reason) => {
-                                    LedgerError::Unavailable(reason.clone())
-                                }
-                                _ => LedgerError::Store(message.clone()),
-                            })
-                        })
-                        .collect();
+                    break commands.iter().map(|_| Err(error.clone())).collect();
                 }
             }
         };
@@ -436,7 +424,7 @@ where
             .map_err(persistence)?;
         for event in newer {
             let payload: A::Event = serde_json::from_value(event.payload).map_err(|error| {
-                LedgerError::Store(format!(
+                LedgerError::store(format!(
                     "event {} of {} {aggregate_id} is unreadable: {error}",
                     event.sequence,
                     A::TYPE
@@ -470,7 +458,7 @@ where
             let full = page.len() as i64 == COLD_LOAD_PAGE;
             for (sequence, payload) in page {
                 let event: A::Event = serde_json::from_str(&payload).map_err(|error| {
-                    LedgerError::Store(format!(
+                    LedgerError::store(format!(
                         "event {sequence} of {} {aggregate_id} is unreadable: {error}",
                         A::TYPE
                     ))
@@ -535,16 +523,16 @@ where
 }
 
 fn encoding(error: serde_json::Error) -> LedgerError {
-    LedgerError::Store(format!("an event could not be encoded: {error}"))
+    LedgerError::store(error)
 }
 
 fn persistence(error: PersistenceError) -> LedgerError {
     match error {
         PersistenceError::OptimisticLockError => LedgerError::Conflict,
-        PersistenceError::ConnectionError(error) => LedgerError::Unavailable(error.to_string()),
+        PersistenceError::ConnectionError(error) => LedgerError::Unavailable(Arc::from(error)),
         PersistenceError::UnknownError(error) if crate::store::is_unreachable_dyn(&*error) => {
-            LedgerError::Unavailable(error.to_string())
+            LedgerError::Unavailable(Arc::from(error))
         }
-        other => LedgerError::Store(other.to_string()),
+        other => LedgerError::store(other),
     }
 }

@@ -17,4 +17,4 @@ pub mod ledger;
 mod repository;
 pub mod snapshot;
 
-pub use error::{LedgerError, Metadata};
+pub use error::{cause as error_cause, Cause, LedgerError, Metadata};

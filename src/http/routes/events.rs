@@ -60,7 +60,7 @@ fn named(error: FeedError, field: &str) -> ApiError {
                 "no event has position {position}; pass 0 or a position the feed or a command returned"
             ),
         },
-        other => ApiError::Internal(other.to_string()),
+        other => ApiError::internal(other),
     }
 }
 

@@ -185,8 +185,8 @@ fn fold(projection: &dyn Projection, events: &[LoggedEvent]) -> Result<RowSet, A
     Ok(rows)
 }
 
-fn internal(error: impl std::fmt::Display) -> ApiError {
-    ApiError::Internal(error.to_string())
+fn internal(error: impl std::error::Error + Send + Sync + 'static) -> ApiError {
+    ApiError::internal(error)
 }
 
 /// The live documents of one kind listed under `scope` in a projection, decoded.

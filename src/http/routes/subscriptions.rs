@@ -299,7 +299,7 @@ async fn purchase(
         .await?
         .state
         .clone()
-        .ok_or_else(|| ApiError::Internal("purchased subscription did not open".into()))?;
+        .ok_or_else(|| ApiError::internal("purchased subscription did not open"))?;
     let mut body = subscription_view(&subscription, state.clock.now());
     body.position = Some(position);
     Ok((StatusCode::CREATED, Json(body)))
@@ -348,7 +348,7 @@ async fn run(
         .await?
         .state
         .clone()
-        .ok_or_else(|| ApiError::Internal("subscription vanished".into()))?;
+        .ok_or_else(|| ApiError::internal("subscription vanished"))?;
     let mut body = subscription_view(&subscription, state.clock.now());
     body.position = Some(position);
     Ok(Json(body))

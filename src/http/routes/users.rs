@@ -211,7 +211,7 @@ async fn respond(
         .await?
         .state
         .clone()
-        .ok_or_else(|| ApiError::Internal(format!("user {user_id} did not come into being")))?;
+        .ok_or_else(|| ApiError::internal(format!("user {user_id} did not come into being")))?;
     let tenant = state.ledger.known_tenant(user.tenant_id).await?;
     let mut body = user_view(state, &user, tenant).await?;
     body.position = Some(position);
