@@ -46,6 +46,22 @@ pub const PASSWORD_RESETTERS: Roles = &[
 /// Read resellers and billing profiles (a reseller its own).
 pub const ACCOUNT_READERS: Roles = &[Role::Admin, Role::Reseller, Role::Support, Role::Auditor];
 
+/// The roles of a set as the API description lists them, each with its scope.
+pub fn describe(roles: Roles) -> String {
+    roles
+        .iter()
+        .map(|role| match role {
+            Role::Admin => "admin",
+            Role::Reseller => "reseller (its own tenants and accounts)",
+            Role::CustomerAdmin => "customer_admin (its tenant)",
+            Role::PasswordAdmin => "password_admin (its tenant)",
+            Role::Support => "support",
+            Role::Auditor => "auditor",
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The caller's role may not take this step.
 #[derive(Debug, Error, PartialEq, Eq)]
 #[error("role {role} may not do this")]
@@ -127,6 +143,15 @@ mod tests {
                 })
             );
         }
+    }
+
+    #[test]
+    fn the_description_names_each_role_of_a_set_with_its_scope() {
+        assert_eq!(describe(ADMINS), "admin");
+        assert_eq!(
+            describe(PASSWORD_RESETTERS),
+            "admin, reseller (its own tenants and accounts), customer_admin (its tenant), password_admin (its tenant)"
+        );
     }
 
     #[test]

@@ -14,6 +14,7 @@ use utoipa::openapi::{ComponentsBuilder, InfoBuilder, OpenApiBuilder, Required, 
 
 use super::problem::Problem;
 use super::routes::{self, events, parties, reads, subscriptions, users};
+use crate::access;
 
 /// Writes a body's schema into the generator's components and answers the reference to it.
 pub type SchemaOf = fn(&mut SchemaGenerator) -> Schema;
@@ -106,8 +107,9 @@ pub struct RouteDoc {
     pub path: &'static str,
     /// What it does.
     pub summary: &'static str,
-    /// Roles allowed (within their scope); empty for unauthenticated routes.
-    pub roles: &'static str,
+    /// Roles allowed (within their scope), the very sets the routes check; empty for the
+    /// routes anyone may call.
+    pub roles: access::Roles,
     /// The success status.
     pub success: u16,
     /// The request body's schema, when it takes one.
@@ -122,7 +124,7 @@ const fn route(
     method: &'static str,
     path: &'static str,
     summary: &'static str,
-    roles: &'static str,
+    roles: access::Roles,
     success: u16,
 ) -> RouteDoc {
     RouteDoc {
@@ -159,48 +161,48 @@ impl RouteDoc {
     }
 }
 
-const CMD: &str = "admin, reseller (its tenants), customer_admin (its tenant)";
-const READ: &str = "admin, reseller, customer_admin, support, auditor (within scope)";
+/// Routes anyone may call.
+const PUBLIC: access::Roles = &[];
 
 /// Every route the service serves.
 pub const ROUTES: &[RouteDoc] = &[
-    route("GET", "/healthz", "Liveness.", "", 200)
+    route("GET", "/healthz", "Liveness.", PUBLIC, 200)
     .answers(schema::<routes::Health>),
     route(
         "GET",
         "/readyz",
         "Readiness: the store answers and every log consumer is within bounds (lag per consumer); 503 while catching up.",
-        "",
+        PUBLIC,
         200,
     )
     .answers(schema::<routes::Readiness>),
-    route("GET", "/v1/openapi.json", "This description.", "", 200)
+    route("GET", "/v1/openapi.json", "This description.", PUBLIC, 200)
     .answers(any_json),
     route(
         "POST",
         "/v1/tokens",
         "Issue a token scoped to a role (shown once).",
-        "admin",
+        access::ADMINS,
         201,
     )
     .takes(schema::<routes::TokenRequest>).answers(schema::<routes::IssuedToken>),
-    route("GET", "/v1/offers", "The offer catalog.", READ, 200)
+    route("GET", "/v1/offers", "The offer catalog.", access::READERS, 200)
     .answers(schema::<routes::OfferList>).query(READ_AT),
     route(
         "POST",
         "/v1/offers",
         "Add or update an offer (validated: no cycles, no unknown parents).",
-        "admin",
+        access::ADMINS,
         200,
     )
     .takes(schema::<routes::OfferInput>).answers(schema::<routes::OneOffer>),
-    route("GET", "/v1/offers/{offer_id}", "One offer.", READ, 200)
+    route("GET", "/v1/offers/{offer_id}", "One offer.", access::READERS, 200)
     .answers(schema::<routes::OneOffer>).query(READ_AT),
     route(
         "POST",
         "/v1/resellers",
         "Register an indirect reseller.",
-        "admin",
+        access::ADMINS,
         201,
     )
     .takes(schema::<parties::ResellerInput>).answers(schema::<parties::ResellerView>),
@@ -208,7 +210,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "GET",
         "/v1/resellers/{reseller_id}",
         "One reseller.",
-        "admin, support, auditor, the reseller",
+        access::ACCOUNT_READERS,
         200,
     )
     .answers(schema::<parties::ResellerView>).query(READ_AT),
@@ -216,7 +218,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "POST",
         "/v1/billing-profiles",
         "Create a billing profile {name, currency}.",
-        "admin, reseller",
+        access::ONBOARDERS,
         201,
     )
     .takes(schema::<parties::BillingProfileInput>).answers(schema::<parties::BillingProfileView>),
@@ -224,7 +226,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "GET",
         "/v1/billing-profiles/{billing_profile_id}",
         "One billing profile.",
-        "admin, support, auditor, its reseller",
+        access::ACCOUNT_READERS,
         200,
     )
     .answers(schema::<parties::BillingProfileView>).query(READ_AT),
@@ -232,17 +234,17 @@ pub const ROUTES: &[RouteDoc] = &[
         "POST",
         "/v1/tenants",
         "Create a customer tenant {domain, name, reseller_id?}.",
-        "admin, reseller",
+        access::ONBOARDERS,
         201,
     )
     .takes(schema::<parties::TenantInput>).answers(schema::<parties::TenantView>),
-    route("GET", "/v1/tenants/{tenant_id}", "One tenant.", READ, 200)
+    route("GET", "/v1/tenants/{tenant_id}", "One tenant.", access::READERS, 200)
     .answers(schema::<parties::TenantView>).query(READ_AT),
     route(
         "POST",
         "/v1/tenants/{tenant_id}/subscriptions",
         "PurchaseSubscription {offer_id, quantity, billing_profile_id, term?, trial?}.",
-        CMD,
+        access::MANAGERS,
         201,
     )
     .takes(schema::<subscriptions::PurchaseInput>).answers(schema::<subscriptions::SubscriptionView>),
@@ -250,7 +252,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "GET",
         "/v1/subscriptions/{subscription_id}",
         "State, quantity, refundable batches with their deadlines.",
-        READ,
+        access::READERS,
         200,
     )
     .answers(schema::<subscriptions::SubscriptionView>).query(READ_AT),
@@ -258,7 +260,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "POST",
         "/v1/subscriptions/{subscription_id}/licenses:add",
         "AddLicense {count}.",
-        CMD,
+        access::MANAGERS,
         200,
     )
     .takes(schema::<subscriptions::CountInput>).answers(schema::<subscriptions::SubscriptionView>),
@@ -266,7 +268,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "POST",
         "/v1/subscriptions/{subscription_id}/licenses:remove",
         "RemoveLicense {count} (409 cancellation_window_closed after the window).",
-        CMD,
+        access::MANAGERS,
         200,
     )
     .takes(schema::<subscriptions::CountInput>).answers(schema::<subscriptions::SubscriptionView>),
@@ -274,7 +276,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "POST",
         "/v1/subscriptions/{subscription_id}:suspend",
         "Suspend.",
-        CMD,
+        access::MANAGERS,
         200,
     )
     .answers(schema::<subscriptions::SubscriptionView>),
@@ -282,7 +284,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "POST",
         "/v1/subscriptions/{subscription_id}:reactivate",
         "Reactivate (an add-on needs its parent chain).",
-        CMD,
+        access::MANAGERS,
         200,
     )
     .answers(schema::<subscriptions::SubscriptionView>),
@@ -290,7 +292,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "POST",
         "/v1/subscriptions/{subscription_id}:cancel",
         "Cancel within the cancellation window.",
-        CMD,
+        access::MANAGERS,
         200,
     )
     .answers(schema::<subscriptions::SubscriptionView>),
@@ -298,7 +300,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "POST",
         "/v1/subscriptions/{subscription_id}:convert-trial",
         "Convert a trial to paid (fresh window).",
-        CMD,
+        access::MANAGERS,
         200,
     )
     .answers(schema::<subscriptions::SubscriptionView>),
@@ -306,7 +308,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "POST",
         "/v1/subscriptions/{subscription_id}:upgrade",
         "Upgrade {offer_id} to a possible upgrade.",
-        CMD,
+        access::MANAGERS,
         200,
     )
     .takes(schema::<subscriptions::UpgradeInput>).answers(schema::<subscriptions::SubscriptionView>),
@@ -314,7 +316,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "PUT",
         "/v1/subscriptions/{subscription_id}/billing-profile",
         "Move to another billing profile {billing_profile_id}.",
-        CMD,
+        access::MANAGERS,
         200,
     )
     .takes(schema::<subscriptions::BillingProfileMove>).answers(schema::<subscriptions::SubscriptionView>),
@@ -322,7 +324,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "POST",
         "/v1/tenants/{tenant_id}/users",
         "CreateUser {user_principal_name, first_name, last_name, display_name, location?, role?}.",
-        CMD,
+        access::MANAGERS,
         201,
     )
     .takes(schema::<users::NewUser>).answers(schema::<users::UserView>),
@@ -330,7 +332,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "GET",
         "/v1/users/{user_id}",
         "One user (personal data unreadable once purged).",
-        "admin, reseller, customer_admin, password_admin, support, auditor (within scope)",
+        access::USER_READERS,
         200,
     )
     .answers(schema::<users::UserView>).query(READ_AT),
@@ -338,7 +340,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "PATCH",
         "/v1/users/{user_id}",
         "EditUser: names, location, role.",
-        CMD,
+        access::MANAGERS,
         200,
     )
     .takes(schema::<users::UserChanges>).answers(schema::<users::UserView>),
@@ -346,7 +348,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "DELETE",
         "/v1/users/{user_id}",
         "DeleteUser (soft; restorable for 30 days).",
-        CMD,
+        access::MANAGERS,
         200,
     )
     .answers(schema::<users::UserView>),
@@ -354,7 +356,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "POST",
         "/v1/users/{user_id}:restore",
         "RestoreUser (409 restore_window_expired after 30 days).",
-        CMD,
+        access::MANAGERS,
         200,
     )
     .answers(schema::<users::UserView>),
@@ -362,7 +364,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "POST",
         "/v1/users/{user_id}:reset-password",
         "Reset the password {notify_email?}; the temporary password is returned once.",
-        "admin, reseller, customer_admin, password_admin (within scope)",
+        access::PASSWORD_RESETTERS,
         200,
     )
     .takes(schema::<users::ResetInput>).answers(schema::<users::PasswordReset>),
@@ -370,7 +372,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "POST",
         "/v1/users/{user_id}/licenses",
         "AssignLicenses {add: [offer_id], remove: [offer_id]}: all or nothing.",
-        CMD,
+        access::MANAGERS,
         200,
     )
     .takes(schema::<users::LicenseChange>).answers(schema::<users::UserView>),
@@ -378,7 +380,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "GET",
         "/v1/tenants/{tenant_id}/licenses",
         "Licence availability per product; ?as_of=<RFC 3339 instant> recomputes it from the log.",
-        READ,
+        access::READERS,
         200,
     )
     .answers(schema::<reads::LicenceView>).query(AS_OF),
@@ -386,7 +388,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "GET",
         "/v1/tenants/{tenant_id}/users",
         "Users; ?include_deleted=true adds deleted users with restorable_until; ?as_of= from the log.",
-        "admin, reseller, customer_admin, password_admin, support, auditor (within scope)",
+        access::USER_READERS,
         200,
     )
     .answers(schema::<reads::UserList>).query(USER_LIST),
@@ -394,7 +396,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "GET",
         "/v1/tenants/{tenant_id}/subscriptions",
         "The tenant's subscriptions: state, quantity, refundable batches, billing profile.",
-        READ,
+        access::READERS,
         200,
     )
     .answers(schema::<reads::SubscriptionList>).query(READ_AT),
@@ -402,7 +404,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "GET",
         "/v1/billing-profiles/{billing_profile_id}/invoices/{month}",
         "The invoice of a month (YYYY-MM): monthly charges, prorations of the month before, totals per currency.",
-        "admin, reseller (its profiles), support, auditor",
+        access::ACCOUNT_READERS,
         200,
     )
     .answers(schema::<reads::InvoiceView>).query(READ_AT),
@@ -410,7 +412,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "GET",
         "/v1/tenants/{tenant_id}/history",
         "The tenant's events with who, when, why.",
-        READ,
+        access::READERS,
         200,
     )
     .answers(schema::<reads::History>).query(READ_AT),
@@ -418,7 +420,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "GET",
         "/v1/subscriptions/{subscription_id}/history",
         "The subscription's events with who, when, why.",
-        READ,
+        access::READERS,
         200,
     )
     .answers(schema::<reads::History>).query(READ_AT),
@@ -426,7 +428,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "GET",
         "/v1/users/{user_id}/history",
         "The user's events with who, when, why.",
-        READ,
+        access::READERS,
         200,
     )
     .answers(schema::<reads::History>).query(READ_AT),
@@ -434,7 +436,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "GET",
         "/v1/events",
         "The global log as CloudEvents envelopes (docs/events.md), in commit order, from ?after=<position> (0: the start), ?limit= up to 1000 (default 100); next_after is the cursor of the next page, has_more whether the log holds more now. Scoped: a reseller sees its tenants' events, a customer admin its tenant's; tenant-less events (catalog, resellers, billing profiles) only admin, support and auditor.",
-        READ,
+        access::READERS,
         200,
     )
     .answers(schema::<events::EventPage>).query(PAGE),
@@ -442,7 +444,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "GET",
         "/v1/events/stream",
         "The same envelopes as a live Server-Sent Events feed from ?after= (or the Last-Event-ID header when resuming); each event's id is its position; live once caught up.",
-        READ,
+        access::READERS,
         200,
     )
     .streams().query(STREAM),
@@ -450,7 +452,7 @@ pub const ROUTES: &[RouteDoc] = &[
         "POST",
         "/v1/sandbox/clock",
         "Move the sandbox clock {advance_seconds} or {now}; 404 without --sandbox-clock.",
-        "admin",
+        access::ADMINS,
         200,
     )
     .takes(schema::<routes::ClockInput>).answers(schema::<routes::ClockAnswer>),
@@ -500,7 +502,7 @@ pub fn document() -> Value {
             .description(if route.roles.is_empty() {
                 None
             } else {
-                Some(format!("Roles: {}.", route.roles))
+                Some(format!("Roles: {}.", access::describe(route.roles)))
             })
             .tag(route.path.split('/').nth(2).unwrap_or("service"))
             .response(
