@@ -245,6 +245,10 @@ async fn assert_purged_once(
         purged["user_principal_name"].is_null() && purged["display_name"].is_null(),
         "a purged user shows no personal details: {purged}"
     );
+    // ... but when it was deleted and purged: the purge at the deadline, the deletion before.
+    assert_eq!(instant(&purged["restorable_until"]), deadline, "{purged}");
+    assert!(instant(&purged["purged_at"]) >= deadline, "{purged}");
+    assert!(instant(&purged["deleted_at"]) < deadline, "{purged}");
     let types = history_types(app, user_id).await;
     assert_eq!(
         types.iter().filter(|kind| *kind == "UserPurged").count(),

@@ -110,10 +110,12 @@ pub struct UserView {
     pub role: UserRole,
     /// The SKUs of the licences it holds.
     pub licenses: Vec<String>,
-    /// When it was deleted, while deleted.
+    /// When it was deleted (deleted and purged users).
     pub deleted_at: Option<DateTime<Utc>>,
-    /// Until when it may be restored, while deleted.
+    /// Until when it could be restored (deleted and purged users).
     pub restorable_until: Option<DateTime<Utc>>,
+    /// When it was purged and its personal data shredded (purged users).
+    pub purged_at: Option<DateTime<Utc>>,
     /// When it was created.
     pub created_at: DateTime<Utc>,
     /// How many times its password was reset.
@@ -141,7 +143,7 @@ pub struct PasswordReset {
 #[serde(untagged)]
 pub enum UserAnswer {
     /// `:restore`.
-    User(UserView),
+    User(Box<UserView>),
     /// `:reset-password`.
     Reset(PasswordReset),
 }
@@ -169,12 +171,17 @@ async fn user_view(
             .await
             .map_err(ApiError::from)?,
     };
-    let (deleted_at, restorable_until) = match user.status {
+    let (deleted_at, restorable_until, purged_at) = match user.status {
         UserStatus::Deleted {
             deleted_at,
             restorable_until,
-        } => (Some(deleted_at), Some(restorable_until)),
-        _ => (None, None),
+        } => (Some(deleted_at), Some(restorable_until), None),
+        UserStatus::Purged {
+            purged_at,
+            deleted_at,
+            restorable_until,
+        } => (Some(deleted_at), Some(restorable_until), Some(purged_at)),
+        UserStatus::Active => (None, None, None),
     };
     Ok(UserView {
         id: user.user_id,
@@ -191,6 +198,7 @@ async fn user_view(
         licenses,
         deleted_at,
         restorable_until,
+        purged_at,
         created_at: user.created_at,
         password_resets: user.password_resets.len(),
         position: None,
@@ -518,9 +526,9 @@ async fn user_action(
                     &metadata(&principal),
                 )
                 .await?;
-            Ok(Json(UserAnswer::User(
+            Ok(Json(UserAnswer::User(Box::new(
                 respond(&state, user_id, landed).await?,
-            )))
+            ))))
         }
         "reset-password" => {
             visible_user(&state, &principal, user_id, PASSWORD_RESETTERS).await?;
