@@ -35,6 +35,30 @@ enum Command {
     Demo(ServeSettings),
     /// Prints the default offer catalog (the offers of the partner guides) as JSON.
     Offers,
+    /// Bearer tokens, straight on the store (no running service needed).
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenAction {
+    /// Issues a token and prints it once (only its hash is stored): how to get back in when
+    /// the only admin token is lost.
+    Create {
+        #[command(flatten)]
+        store: StoreSettings,
+        /// admin, reseller, customer_admin, password_admin, support or auditor.
+        #[arg(long)]
+        role: String,
+        /// The reseller a `reseller` token acts for.
+        #[arg(long)]
+        reseller_id: Option<uuid::Uuid>,
+        /// The tenant a `customer_admin` or `password_admin` token acts for.
+        #[arg(long)]
+        tenant_id: Option<uuid::Uuid>,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -151,7 +175,7 @@ async fn main() -> anyhow::Result<()> {
                 println!(
                     "\nNo admin token was configured, so one was generated. It is shown only now:\n\n    \
                      export TOKEN={token}\n\nthen: curl -H \"Authorization: Bearer $TOKEN\" http://{}/v1/offers\n\
-                     Lost it? Start with SEATLEDGER_ADMIN_TOKEN=<a token of your choice> to add one.\n",
+                     Lost it? `seatledger token create --role admin` issues another on the store.\n",
                     listener.local_addr().map_or_else(|_| settings.bind.clone(), |address| address.to_string())
                 );
             }
@@ -197,6 +221,43 @@ async fn main() -> anyhow::Result<()> {
                 "  curl -H \"Authorization: Bearer $TOKEN\" {base}/v1/tenants/{contoso}/history"
             );
             println!("\nReseller: {}", summary.reseller_id);
+        }
+        Command::Token {
+            action:
+                TokenAction::Create {
+                    store,
+                    role,
+                    reseller_id,
+                    tenant_id,
+                },
+        } => {
+            let role: seatledger::auth::Role = role
+                .parse()
+                .map_err(|reason| anyhow::anyhow!("--role: {reason}"))?;
+            let opened = Store::connect(&store.database_url).await?;
+            opened.migrate().await?;
+            // Scoped only to what exists, as POST /v1/tokens refuses the rest.
+            let ledger = seatledger::Ledger::new(opened.clone(), store.rules());
+            if let Some(reseller_id) = reseller_id {
+                if ledger
+                    .reseller_state(reseller_id)
+                    .await?
+                    .reseller_id
+                    .is_none()
+                {
+                    anyhow::bail!("--reseller-id: reseller {reseller_id} does not exist");
+                }
+            }
+            if let Some(tenant_id) = tenant_id {
+                if ledger.tenant(tenant_id).await?.profile.is_none() {
+                    anyhow::bail!("--tenant-id: tenant {tenant_id} does not exist");
+                }
+            }
+            let (token_id, token) = seatledger::auth::Tokens::new(opened)
+                .issue(role, reseller_id, tenant_id)
+                .await?;
+            eprintln!("Issued a {role} token (id {token_id}); it is shown only now:");
+            println!("export TOKEN={token}");
         }
         Command::Migrate { store } => {
             let opened = Store::connect(&store.database_url).await?;

@@ -376,3 +376,43 @@ async fn a_connection_that_dribbles_its_headers_is_closed_at_the_deadline() {
     assert_eq!(health.status(), StatusCode::OK);
     app.stop().await;
 }
+
+/// `seatledger token create` issues a working token on the store itself (no service running):
+/// the way back in when the only admin token is lost; scoped only to what exists.
+#[tokio::test]
+async fn the_cli_issues_a_token_on_the_store() {
+    let fresh = crate::support::fresh_store(Backend::Sqlite).await;
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_seatledger"))
+            .args(["token", "create", "--database-url", &fresh.url])
+            .args(extra)
+            .output()
+            .expect("the seatledger binary runs")
+    };
+    let issued = run(&["--role", "admin"]);
+    assert!(
+        issued.status.success(),
+        "{}",
+        String::from_utf8_lossy(&issued.stderr)
+    );
+    let stdout = String::from_utf8(issued.stdout).unwrap();
+    let token = stdout
+        .trim()
+        .strip_prefix("export TOKEN=")
+        .unwrap_or_else(|| panic!("an export line: {stdout}"));
+    let principal = seatledger::auth::Tokens::new(fresh.store.clone())
+        .authenticate(token)
+        .await
+        .unwrap()
+        .expect("the store knows the token");
+    assert_eq!(principal.role, seatledger::auth::Role::Admin);
+    let refused = run(&[
+        "--role",
+        "reseller",
+        "--reseller-id",
+        &uuid::Uuid::new_v4().to_string(),
+    ]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("does not exist"));
+    fresh.remove().await;
+}
