@@ -3,30 +3,43 @@
 //! response body has a schema, generated (as JSON Schema 2020-12, which OpenAPI 3.1 speaks) from
 //! the very Rust types the routes parse and answer; path and query parameters are typed too.
 
-use schemars::{JsonSchema, Schema, SchemaGenerator};
+use schemars::{JsonSchema, SchemaGenerator};
 use serde_json::{Map, Value};
+use utoipa::openapi::content::ContentBuilder;
 use utoipa::openapi::path::{
     HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem, PathsBuilder,
 };
-use utoipa::openapi::schema::{ObjectBuilder, SchemaFormat, Type};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::schema::{KnownFormat, Object, ObjectBuilder, Schema, SchemaFormat, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{ComponentsBuilder, InfoBuilder, OpenApiBuilder, Required, ResponseBuilder};
+use utoipa::openapi::{
+    ComponentsBuilder, InfoBuilder, OpenApiBuilder, Ref, RefOr, Required, ResponseBuilder,
+};
 
 use super::problem::Problem;
 use super::routes::{self, events, parties, reads, subscriptions, users};
 use crate::access;
 
 /// Writes a body's schema into the generator's components and answers the reference to it.
-pub type SchemaOf = fn(&mut SchemaGenerator) -> Schema;
+pub type SchemaOf = fn(&mut SchemaGenerator) -> RefOr<Schema>;
 
-/// The schema of `T`, as a reference into the components.
-fn schema<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
-    generator.subschema_for::<T>()
+/// The schema of `T`, as a reference into the components (schemars names every struct the
+/// routes use, so its schema is always a `$ref`).
+fn schema<T: JsonSchema>(generator: &mut SchemaGenerator) -> RefOr<Schema> {
+    let reference = generator.subschema_for::<T>();
+    let path = reference
+        .as_value()
+        .get("$ref")
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("{} has no schema of its own", T::schema_name()));
+    RefOr::Ref(Ref::new(path))
 }
 
 /// Any JSON document (the description itself).
-fn any_json(_: &mut SchemaGenerator) -> Schema {
-    schemars::json_schema!({"type": "object"})
+fn any_json(_: &mut SchemaGenerator) -> RefOr<Schema> {
+    RefOr::T(Schema::Object(
+        ObjectBuilder::new().schema_type(Type::Object).build(),
+    ))
 }
 
 /// A query parameter a route takes.
@@ -35,24 +48,35 @@ pub struct QueryDoc {
     pub name: &'static str,
     /// What it does.
     pub description: &'static str,
-    /// Its JSON Schema.
-    pub schema: fn() -> Value,
+    /// Its schema.
+    pub schema: fn() -> Object,
 }
 
-fn position_schema() -> Value {
-    serde_json::json!({"type": "integer", "format": "int64", "minimum": 0})
+fn position_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .minimum(Some(0))
+        .build()
 }
 
-fn instant_schema() -> Value {
-    serde_json::json!({"type": "string", "format": "date-time"})
+fn instant_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+        .build()
 }
 
-fn boolean_schema() -> Value {
-    serde_json::json!({"type": "boolean"})
+fn boolean_schema() -> Object {
+    ObjectBuilder::new().schema_type(Type::Boolean).build()
 }
 
-fn limit_schema() -> Value {
-    serde_json::json!({"type": "integer", "minimum": 1, "maximum": 1000})
+fn limit_schema() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .minimum(Some(1))
+        .maximum(Some(1000))
+        .build()
 }
 
 const MIN_POSITION: QueryDoc = QueryDoc {
@@ -147,11 +171,6 @@ impl RouteDoc {
 
     const fn answers(mut self, response: SchemaOf) -> Self {
         self.response = Some(response);
-        self
-    }
-
-    /// Answers a Server-Sent Events stream.
-    const fn streams(self) -> Self {
         self
     }
 
@@ -447,7 +466,7 @@ pub const ROUTES: &[RouteDoc] = &[
         access::READERS,
         200,
     )
-    .streams().query(STREAM),
+    .query(STREAM),
     route(
         "POST",
         "/v1/sandbox/clock",
@@ -478,7 +497,7 @@ fn parameters(path: &str) -> impl Iterator<Item = &str> {
 
 /// The OpenAPI document.
 /// The schema of a path parameter: a UUID (offer ids are GUIDs), or a `YYYY-MM` month.
-fn path_parameter(name: &str) -> utoipa::openapi::schema::Object {
+fn path_parameter(name: &str) -> Object {
     if name == "month" {
         ObjectBuilder::new()
             .schema_type(Type::String)
@@ -492,10 +511,33 @@ fn path_parameter(name: &str) -> utoipa::openapi::schema::Object {
     }
 }
 
+/// A body of `content_type` with `schema`.
+fn content(content_type: &str, schema: RefOr<Schema>) -> (String, utoipa::openapi::Content) {
+    (
+        content_type.to_owned(),
+        ContentBuilder::new().schema(Some(schema)).build(),
+    )
+}
+
 /// The description, as served.
 pub fn document() -> Value {
+    // The bodies' schemas come from the Rust types (schemars, JSON Schema 2020-12), referenced
+    // from the operations and written into the components below.
+    let mut generator = schemars::generate::SchemaSettings::draft2020_12()
+        .with(|settings| settings.definitions_path = "/components/schemas/".into())
+        .into_generator();
+    let problem = schema::<Problem>(&mut generator);
     let mut paths = PathsBuilder::new();
     for route in ROUTES {
+        let success = match route.response {
+            Some(response) => content("application/json", response(&mut generator)),
+            None => content(
+                "text/event-stream",
+                RefOr::T(Schema::Object(
+                    ObjectBuilder::new().schema_type(Type::String).build(),
+                )),
+            ),
+        };
         let mut operation = OperationBuilder::new()
             .summary(Some(route.summary))
             .operation_id(Some(operation_id(route)))
@@ -507,13 +549,20 @@ pub fn document() -> Value {
             .tag(route.path.split('/').nth(2).unwrap_or("service"))
             .response(
                 route.success.to_string(),
-                ResponseBuilder::new().description("Success."),
+                ResponseBuilder::new()
+                    .description("Success.")
+                    .content(success.0, success.1),
             )
             .response(
                 "default",
-                ResponseBuilder::new().description(
-                    "RFC 9457 problem details (application/problem+json) with a `code`.",
-                ),
+                ResponseBuilder::new()
+                    .description(
+                        "RFC 9457 problem details (application/problem+json) with a `code`.",
+                    )
+                    .content(
+                        "application/problem+json",
+                        ContentBuilder::new().schema(Some(problem.clone())).build(),
+                    ),
             );
         for name in parameters(route.path) {
             operation = operation.parameter(
@@ -529,13 +578,32 @@ pub fn document() -> Value {
                     })),
             );
         }
+        for parameter in route.query {
+            operation = operation.parameter(
+                ParameterBuilder::new()
+                    .name(parameter.name)
+                    .parameter_in(ParameterIn::Query)
+                    .required(Required::False)
+                    .schema(Some((parameter.schema)()))
+                    .description(Some(parameter.description)),
+            );
+        }
+        if let Some(request) = route.request {
+            let (content_type, body) = content("application/json", request(&mut generator));
+            operation = operation.request_body(Some(
+                RequestBodyBuilder::new()
+                    .required(Some(Required::True))
+                    .content(content_type, body)
+                    .build(),
+            ));
+        }
         if !route.roles.is_empty() {
             operation =
                 operation.security(SecurityRequirement::new("bearer", Vec::<String>::new()));
         }
         paths = paths.path(route.path, PathItem::new(method(route.method), operation));
     }
-    let skeleton = OpenApiBuilder::new()
+    let description = OpenApiBuilder::new()
         .info(
             InfoBuilder::new()
                 .title("seatledger")
@@ -555,43 +623,9 @@ pub fn document() -> Value {
                 .build(),
         ))
         .build();
-    let mut document = serde_json::to_value(skeleton).expect("the description serialises");
-    // The bodies' schemas come from the Rust types (schemars), written into the skeleton.
-    let mut generator = schemars::generate::SchemaSettings::draft2020_12()
-        .with(|settings| settings.definitions_path = "/components/schemas/".into())
-        .into_generator();
-    let problem = generator.subschema_for::<Problem>();
-    for route in ROUTES {
-        let operation = &mut document["paths"][route.path][route.method.to_lowercase()];
-        for parameter in route.query {
-            let entry = serde_json::json!({
-                "name": parameter.name,
-                "in": "query",
-                "required": false,
-                "description": parameter.description,
-                "schema": (parameter.schema)(),
-            });
-            match operation["parameters"].as_array_mut() {
-                Some(parameters) => parameters.push(entry),
-                None => operation["parameters"] = Value::Array(vec![entry]),
-            }
-        }
-        if let Some(request) = route.request {
-            operation["requestBody"] = serde_json::json!({
-                "required": true,
-                "content": {"application/json": {"schema": request(&mut generator)}},
-            });
-        }
-        let success = &mut operation["responses"][route.success.to_string()];
-        success["content"] = match route.response {
-            Some(response) => {
-                serde_json::json!({"application/json": {"schema": response(&mut generator)}})
-            }
-            None => serde_json::json!({"text/event-stream": {"schema": {"type": "string"}}}),
-        };
-        operation["responses"]["default"]["content"] =
-            serde_json::json!({"application/problem+json": {"schema": problem}});
-    }
+    let mut document = serde_json::to_value(description).expect("the description serialises");
+    // schemars' 2020-12 schemas say more than utoipa's schema model holds: they join the
+    // components as they are.
     let definitions: Map<String, Value> = generator.take_definitions(true);
     document["components"]["schemas"] = Value::Object(definitions);
     document
