@@ -182,53 +182,53 @@ struct Keys {
 }
 
 impl Keys {
-    async fn delete_expired_one(
-        &self,
-        cutoff: chrono::DateTime<chrono::Utc>,
-    ) -> Result<(), sqlx::Error> {
-        match &self.store {
-            Store::Postgres(pool) => {
-                sqlx::query("DELETE FROM idempotency_keys WHERE caller = $1 AND key = $2 AND created_at < $3")
-                    .bind(&self.caller)
-                    .bind(&self.key)
-                    .bind(cutoff)
-                    .execute(pool)
-                    .await?;
-            }
-            Store::Sqlite(pool) => {
-                sqlx::query(
-                    "DELETE FROM idempotency_keys WHERE caller = ? AND key = ? AND created_at < ?",
-                )
-                .bind(&self.caller)
-                .bind(&self.key)
-                .bind(sqlite_instant(cutoff))
-                .execute(pool)
-                .await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Inserts the key as a new attempt; `false` when it was there already.
-    async fn insert(
+    /// Claims the key for a new attempt in one statement: inserted, or taking over a row
+    /// older than `cutoff` (expired); `false` when a live row holds the key. The log's end
+    /// when the attempt begins is read by the same statement.
+    async fn claim_fresh(
         &self,
         request_hash: &str,
         attempt: &str,
-        log_start: i64,
+        cutoff: chrono::DateTime<chrono::Utc>,
     ) -> Result<bool, sqlx::Error> {
-        let inserted = crate::on_pool!(&self.store, pool => sqlx::query(
-            "INSERT INTO idempotency_keys (caller, key, request_hash, attempt, log_start)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-        )
-        .bind(&self.caller)
-        .bind(&self.key)
-        .bind(request_hash)
-        .bind(attempt)
-        .bind(log_start)
-        .execute(pool)
-        .await?
-        .rows_affected());
-        Ok(inserted == 1)
+        let claimed = match &self.store {
+            Store::Postgres(pool) => sqlx::query(
+                "INSERT INTO idempotency_keys (caller, key, request_hash, attempt, log_start)
+                 VALUES ($1, $2, $3, $4, (SELECT COALESCE(MAX(position), 0) FROM events))
+                 ON CONFLICT (caller, key) DO UPDATE
+                    SET request_hash = excluded.request_hash, attempt = excluded.attempt,
+                        log_start = excluded.log_start, status = NULL, body = NULL,
+                        unsettled = false, created_at = now()
+                  WHERE idempotency_keys.created_at < $5",
+            )
+            .bind(&self.caller)
+            .bind(&self.key)
+            .bind(request_hash)
+            .bind(attempt)
+            .bind(cutoff)
+            .execute(pool)
+            .await?
+            .rows_affected(),
+            Store::Sqlite(pool) => sqlx::query(
+                "INSERT INTO idempotency_keys (caller, key, request_hash, attempt, log_start)
+                 VALUES ($1, $2, $3, $4,
+                         (SELECT COALESCE(MAX(position), 0) FROM events WHERE position > 0))
+                 ON CONFLICT (caller, key) DO UPDATE
+                    SET request_hash = excluded.request_hash, attempt = excluded.attempt,
+                        log_start = excluded.log_start, status = NULL, body = NULL,
+                        unsettled = 0, created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+                  WHERE idempotency_keys.created_at < $5",
+            )
+            .bind(&self.caller)
+            .bind(&self.key)
+            .bind(request_hash)
+            .bind(attempt)
+            .bind(sqlite_instant(cutoff))
+            .execute(pool)
+            .await?
+            .rows_affected(),
+        };
+        Ok(claimed == 1)
     }
 
     async fn read(&self) -> Result<Option<StoredKey>, sqlx::Error> {
@@ -272,15 +272,11 @@ impl Keys {
 
     /// Makes this request the key's next attempt, if `previous` is still the key's attempt
     /// (of two retries at once, one wins; the other is told the request is running).
-    async fn take_over(
-        &self,
-        previous: &str,
-        attempt: &str,
-        log_start: i64,
-    ) -> Result<bool, sqlx::Error> {
+    async fn take_over(&self, previous: &str, attempt: &str) -> Result<bool, sqlx::Error> {
         let updated = match &self.store {
             Store::Postgres(pool) => sqlx::query(
-                "UPDATE idempotency_keys SET attempt = $4, log_start = $5, unsettled = false,
+                "UPDATE idempotency_keys SET attempt = $4, unsettled = false,
+                        log_start = (SELECT COALESCE(MAX(position), 0) FROM events),
                         status = NULL, body = NULL, created_at = now()
                  WHERE caller = $1 AND key = $2 AND attempt = $3 AND status IS NULL",
             )
@@ -288,12 +284,13 @@ impl Keys {
             .bind(&self.key)
             .bind(previous)
             .bind(attempt)
-            .bind(log_start)
             .execute(pool)
             .await?
             .rows_affected(),
             Store::Sqlite(pool) => sqlx::query(
-                "UPDATE idempotency_keys SET attempt = ?4, log_start = ?5, unsettled = 0,
+                "UPDATE idempotency_keys SET attempt = ?4, unsettled = 0,
+                        log_start = (SELECT COALESCE(MAX(position), 0) FROM events
+                                      WHERE position > 0),
                         status = NULL, body = NULL,
                         created_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
                  WHERE caller = ?1 AND key = ?2 AND attempt = ?3 AND status IS NULL",
@@ -302,7 +299,6 @@ impl Keys {
             .bind(&self.key)
             .bind(previous)
             .bind(attempt)
-            .bind(log_start)
             .execute(pool)
             .await?
             .rows_affected(),
@@ -704,12 +700,13 @@ async fn settle(state: &AppState, keys: &Keys, attempt: &str, response: Response
 }
 
 async fn claim(state: &AppState, keys: &Keys, request_hash: &str) -> Result<Claim, ApiError> {
-    keys.delete_expired_one(state.idempotency.cutoff()).await?;
     let attempt = state.idempotency.new_attempt();
     // Running from before its row exists: no retry can take it for one that has ended.
     let running = state.idempotency.run(&attempt);
-    let log_start = state.store.log_end().await?;
-    if keys.insert(request_hash, &attempt, log_start).await? {
+    if keys
+        .claim_fresh(request_hash, &attempt, state.idempotency.cutoff())
+        .await?
+    {
         return Ok(Claim::Fresh(attempt, running));
     }
     drop(running);
@@ -758,8 +755,7 @@ async fn recover(state: &AppState, keys: &Keys, stored: StoredKey) -> Result<Rec
     }
     let attempt = state.idempotency.new_attempt();
     let running = state.idempotency.run(&attempt);
-    let log_start = state.store.log_end().await?;
-    if keys.take_over(&stored.attempt, &attempt, log_start).await? {
+    if keys.take_over(&stored.attempt, &attempt).await? {
         Ok(Recovery::RunAgain(attempt, running))
     } else {
         Err(ApiError::InProgress)
