@@ -432,3 +432,44 @@ pub async fn serve(
 
 /// How long requests in flight may take to finish once shutdown begins.
 pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use tower::ServiceExt;
+
+    /// The layer the router uses: a request that panics answers a 500 problem document, is
+    /// counted for /readyz, and the service answers the next request.
+    #[tokio::test]
+    async fn a_panicking_request_answers_a_problem_and_is_counted() {
+        async fn boom() -> &'static str {
+            panic!("a handler broke")
+        }
+        let app = Router::new()
+            .route("/boom", get(boom))
+            .route("/fine", get(|| async { "fine" }))
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+                panic_as_problem,
+            ));
+        let before = REQUEST_PANICS.load(std::sync::atomic::Ordering::Relaxed);
+        let request = |path: &str| {
+            Request::builder()
+                .uri(path)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        let answer = app.clone().oneshot(request("/boom")).await.unwrap();
+        assert_eq!(
+            answer.status(),
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR
+        );
+        assert_eq!(
+            answer.headers()[header::CONTENT_TYPE],
+            "application/problem+json"
+        );
+        assert!(REQUEST_PANICS.load(std::sync::atomic::Ordering::Relaxed) > before);
+        let answer = app.oneshot(request("/fine")).await.unwrap();
+        assert_eq!(answer.status(), axum::http::StatusCode::OK);
+    }
+}

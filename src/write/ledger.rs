@@ -97,7 +97,7 @@ impl Ledger {
         skip_all,
         fields(
             aggregate = aggregate_of(&command).0,
-            aggregate_id = %aggregate_of(&command).1,
+            aggregate_id = %aggregate_of(&command).1.unwrap_or_default(),
             request_id = metadata.get("request_id").map_or("", String::as_str),
         )
     )]
@@ -303,14 +303,14 @@ impl Ledger {
 
 /// The aggregate a command addresses, for its span (never the command itself: it may carry
 /// sealed personal data).
-fn aggregate_of(command: &FollowUp) -> (&'static str, String) {
+fn aggregate_of(command: &FollowUp) -> (&'static str, Option<uuid::Uuid>) {
     match command {
-        FollowUp::Tenant { tenant_id, .. } => ("tenant", tenant_id.to_string()),
+        FollowUp::Tenant { tenant_id, .. } => ("tenant", Some(*tenant_id)),
         FollowUp::Subscription {
             subscription_id, ..
-        } => ("subscription", subscription_id.to_string()),
-        FollowUp::User { user_id, .. } => ("user", user_id.to_string()),
-        FollowUp::Schedule(_) | FollowUp::Cancel { .. } => ("timer", String::new()),
+        } => ("subscription", Some(*subscription_id)),
+        FollowUp::User { user_id, .. } => ("user", Some(*user_id)),
+        FollowUp::Schedule(_) | FollowUp::Cancel { .. } => ("timer", None),
     }
 }
 
